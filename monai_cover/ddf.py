@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The one displacement-field convention of monai_cover.
+
+Everything in this package that produces, consumes or composes a dense displacement field
+(DDF) follows MONAI's :py:class:`monai.networks.blocks.Warp` semantics, written down here once:
+
+- **pull**: ``warp(image, ddf)(p) = image(p + ddf(p))``;
+- **units**: voxels of the grid ``ddf`` lives on;
+- **axis order**: channel ``i`` of ``ddf`` is the displacement along spatial tensor axis ``i``
+  (``H, W[, D]`` order, not x/y/z);
+- **corners aligned**: voxel centres sit at integer coordinates ``0 .. size - 1``, so a zero
+  field is an exact identity and an identity transform gives ``ddf == 0`` exactly;
+- **linear interpolation, zero padding** unless stated otherwise.
+
+A COVER pair obeys ``view_b = warp(view_a_geometry, ddf)``, with ``view_a_geometry`` the
+appearance view before its appearance augmentation.
+
+MONAI calls a *velocity* field "DVF" (see :py:class:`monai.networks.blocks.DVF2DDF`); COVER's
+paper says DVF for a displacement field. monai_cover says ``ddf`` for the displacement field.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Warp
+from monai.networks.utils import meshgrid_ij
+
+__all__ = ["identity_grid", "warp", "compose_ddf", "overlap_mask", "upsample_ddf", "capture_range"]
+
+
+def identity_grid(
+    spatial_shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Voxel coordinates of a grid, shape ``(spatial_dims, *spatial_shape)``; channel ``i`` holds the
+    index along axis ``i`` (``meshgrid`` in ``ij`` order)."""
+    axes = [torch.arange(int(s), device=device, dtype=dtype) for s in spatial_shape]
+    return torch.stack(meshgrid_ij(*axes), dim=0)
+
+
+def _check_pair(image: torch.Tensor, ddf: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Return batched ``(image, ddf)`` and whether the inputs were unbatched."""
+    unbatched = ddf.ndim == image.ndim and ddf.ndim in (3, 4) and ddf.shape[0] == ddf.ndim - 1
+    if unbatched:
+        image, ddf = image[None], ddf[None]
+    spatial_dims = image.ndim - 2
+    if spatial_dims not in (2, 3):
+        raise ValueError(
+            f"{name}: image must be (B, C, H, W[, D]) or (C, H, W[, D]) with 2 or 3 spatial dims, "
+            f"got shape {tuple(image.shape)}."
+        )
+    expected = (image.shape[0], spatial_dims, *image.shape[2:])
+    if tuple(ddf.shape) != expected:
+        raise ValueError(
+            f"{name}: ddf must have shape {expected} to match image {tuple(image.shape)}, got {tuple(ddf.shape)}."
+        )
+    return image, ddf, unbatched
+
+
+def warp(
+    image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """Resample ``image`` at ``p + ddf(p)`` (pull, voxels, corners aligned) with MONAI's ``Warp``.
+
+    Args:
+        image: ``(B, C, H, W[, D])``, or ``(C, H, W[, D])`` together with an unbatched ``ddf``.
+        ddf: ``(B, spatial_dims, H, W[, D])`` or ``(spatial_dims, H, W[, D])``, in voxels.
+        mode: ``"bilinear"`` (linear in 2D and 3D), ``"nearest"`` or ``"bicubic"``.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Returns:
+        the warped image, same shape as ``image``. Computed in the promoted floating dtype of
+        the two inputs (``grid_sample`` needs equal dtypes, which autocast does not guarantee).
+    """
+    image_b, ddf_b, unbatched = _check_pair(image, ddf, "warp")
+    dtype = torch.promote_types(image_b.dtype, ddf_b.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.float32
+    # A fresh Warp per call: MONAI's Warp caches its reference grid by shape only, so one shared
+    # instance would hand a CPU float32 grid to a CUDA or float64 call of the same shape.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warper = Warp(mode=mode, padding_mode=padding_mode)
+    with torch.autocast(device_type=image_b.device.type, enabled=False):
+        out = warper(image_b.to(dtype), ddf_b.to(dtype))
+    return out[0] if unbatched else out
+
+
+def compose_ddf(outer: torch.Tensor, inner: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+    """Compose two fields: ``inner`` first, then ``outer``, as ``warp(outer, inner) + inner``.
+
+    ``warp(warp(x, outer), inner) ≈ warp(x, compose_ddf(outer, inner))``: a point ``p`` goes to
+    ``p + inner(p)`` and from there by ``outer``. Shapes as in :py:func:`warp`, both fields on one grid.
+    """
+    return warp(outer, inner, padding_mode=padding_mode) + inner
+
+
+def overlap_mask(ddf: torch.Tensor) -> torch.Tensor:
+    """1 where ``p + ddf(p)`` lies inside the grid on **every** spatial axis, else 0.
+
+    Inside means ``0 <= p_i + ddf_i(p) <= size_i - 1`` for all axes ``i`` (corners aligned).
+
+    Args:
+        ddf: ``(B, spatial_dims, *spatial)`` or unbatched ``(spatial_dims, *spatial)``, in voxels.
+
+    Returns:
+        float mask of shape ``(B, 1, *spatial)`` (or ``(1, *spatial)``), dtype of ``ddf``.
+    """
+    unbatched = ddf.ndim in (3, 4) and ddf.shape[0] == ddf.ndim - 1
+    batched = ddf[None] if unbatched else ddf
+    spatial = batched.shape[2:]
+    if batched.ndim not in (4, 5) or batched.shape[1] != len(spatial):
+        raise ValueError(
+            f"overlap_mask: ddf must be (B, spatial_dims, H, W[, D]) or (spatial_dims, H, W[, D]) with "
+            f"spatial_dims in (2, 3), got {tuple(ddf.shape)}."
+        )
+    target = identity_grid(spatial, device=batched.device, dtype=batched.dtype)[None] + batched
+    upper = torch.tensor([s - 1 for s in spatial], device=batched.device, dtype=batched.dtype)
+    upper = upper.view(1, -1, *([1] * len(spatial)))
+    inside = ((target >= 0) & (target <= upper)).all(dim=1, keepdim=True)
+    mask = inside.to(batched.dtype if batched.dtype.is_floating_point else torch.float32)
+    return mask[0] if unbatched else mask
+
+
+def upsample_ddf(ddf: torch.Tensor, spatial_size: Sequence[int], scale: float = 2.0) -> torch.Tensor:
+    """Bring a coarse field to a finer grid: values times ``scale`` (units of the finer grid), then
+    linear interpolation with corners aligned to ``spatial_size``.
+
+    Args:
+        ddf: ``(B, spatial_dims, *coarse)`` in coarse-grid voxels.
+        spatial_size: the finer grid's spatial shape.
+        scale: voxel-size ratio coarse/fine (2 for a pyramid level).
+
+    Returns:
+        ``(B, spatial_dims, *spatial_size)`` in fine-grid voxels.
+    """
+    spatial_dims = ddf.ndim - 2
+    if spatial_dims not in (2, 3) or ddf.shape[1] != spatial_dims or len(spatial_size) != spatial_dims:
+        raise ValueError(
+            f"upsample_ddf: ddf must be (B, spatial_dims, H, W[, D]) and spatial_size of length spatial_dims, "
+            f"got ddf {tuple(ddf.shape)} and spatial_size {tuple(spatial_size)}."
+        )
+    mode = "bilinear" if spatial_dims == 2 else "trilinear"
+    return F.interpolate(ddf * scale, size=tuple(int(s) for s in spatial_size), mode=mode, align_corners=True)
+
+
+def capture_range(radius: int = 2, levels: int = 5) -> int:
+    """Largest displacement per axis, in full-resolution voxels, that a COVER head can predict.
+
+    Each pyramid level adds at most ``radius`` voxels of its own grid, and level ``l`` (0 = full
+    resolution) has voxels ``2**l`` wide, so the reach is ``radius * (2**levels - 1)``: 62 for the
+    reference ``radius=2``, five levels; 93 for ``radius=3``.
+    """
+    if int(radius) < 1 or int(levels) < 1:
+        raise ValueError(f"capture_range: radius and levels must be >= 1, got radius={radius}, levels={levels}.")
+    return int(radius) * (2 ** int(levels) - 1)
