@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Warp
 from monai.networks.utils import meshgrid_ij
 
-__all__ = ["identity_grid", "warp", "compose_ddf", "overlap_mask", "upsample_ddf", "capture_range"]
+__all__ = ["identity_grid", "warp", "sample_at", "compose_ddf", "overlap_mask", "upsample_ddf", "capture_range"]
 
 
 def identity_grid(
@@ -87,6 +87,36 @@ def warp(
     with torch.autocast(device_type=image_b.device.type, enabled=False):
         out = warper(image_b.to(dtype), ddf_b.to(dtype))
     return out[0] if unbatched else out
+
+
+def sample_at(
+    image: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """Sample ``image`` at voxel coordinates ``points`` of its own grid (corners aligned, as :py:func:`warp`).
+
+    The general form of :py:func:`warp` for when the output grid differs from the image grid (e.g. a crop
+    that reads from the whole source): ``warp(image, ddf) == sample_at(image, identity_grid + ddf)``.
+
+    Args:
+        image: ``(C, *S_src)`` source, 2 or 3 spatial dims.
+        points: ``(spatial_dims, *S_out)`` voxel coordinates into ``image``; channel ``i`` indexes axis ``i``.
+        mode: ``grid_sample`` interpolation mode; ``padding_mode``: ``"zeros"``, ``"border"``, ``"reflection"``.
+
+    Returns:
+        ``(C, *S_out)`` in the floating dtype of ``image`` (float32 for other dtypes).
+    """
+    d = image.ndim - 1
+    if d not in (2, 3) or points.ndim != d + 1 or points.shape[0] != d:
+        raise ValueError(
+            f"sample_at: image must be (C, H, W[, D]) and points (spatial_dims, *out_shape) with matching "
+            f"spatial_dims, got image {tuple(image.shape)} and points {tuple(points.shape)}."
+        )
+    work = image if image.dtype.is_floating_point else image.float()
+    scale = [2.0 / max(int(s) - 1, 1) for s in image.shape[1:]]
+    # grid_sample wants (*S_out, d) in x/y[/z] order, i.e. the last tensor axis first.
+    grid = torch.stack([points[i].to(work.dtype) * scale[i] - 1.0 for i in reversed(range(d))], dim=-1)
+    with torch.autocast(device_type=work.device.type, enabled=False):
+        return F.grid_sample(work[None], grid[None], mode=mode, padding_mode=padding_mode, align_corners=True)[0]
 
 
 def compose_ddf(outer: torch.Tensor, inner: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:

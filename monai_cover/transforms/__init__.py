@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+"""COVER paired-view transforms (MONAI conventions; displacement convention in :py:mod:`monai_cover.ddf`).
+
+- :py:class:`RandCoverPair` (array) / :py:class:`RandCoverPaird` (dictionary, aliases ``RandCoverPairD``,
+  ``RandCoverPairDict``): one image -> ``view_a``, ``view_b``, ``ddf``, ``overlap``.
+- :py:class:`RandCoverAppearance`: the appearance augmentation alone.
+- :py:mod:`.spatial`: deterministic spatial field and resampling given :py:class:`SpatialParams`.
+"""
+
+from __future__ import annotations
+
+from .appearance import AppearanceParams, RandCoverAppearance, apply_appearance
+from .array import CoverPair, RandCoverPair, check_cover_image
+from .dictionary import RandCoverPairD, RandCoverPairDict, RandCoverPaird
+from .spatial import (
+    DEFAULT_MAX_DISPLACEMENT,
+    SpatialParams,
+    SpatialRanges,
+    default_spatial_ranges,
+    max_abs_displacement,
+    resample_crop,
+    sample_spatial_params,
+    spatial_ddf,
+)
+
+__all__ = [
+    "AppearanceParams",
+    "RandCoverAppearance",
+    "apply_appearance",
+    "CoverPair",
+    "RandCoverPair",
+    "check_cover_image",
+    "RandCoverPaird",
+    "RandCoverPairD",
+    "RandCoverPairDict",
+    "DEFAULT_MAX_DISPLACEMENT",
+    "SpatialParams",
+    "SpatialRanges",
+    "default_spatial_ranges",
+    "max_abs_displacement",
+    "resample_crop",
+    "sample_spatial_params",
+    "spatial_ddf",
+]
