@@ -2,5 +2,6 @@
 from __future__ import annotations
 
 from .mixture_of_vectors import MixtureOfVectors, mixture_of_vectors
+from .projection import CoverProjection
 
-__all__ = ["MixtureOfVectors", "mixture_of_vectors"]
+__all__ = ["MixtureOfVectors", "mixture_of_vectors", "CoverProjection"]

@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: seconds per COVER pretraining step, and the share of it spent in the head.
+
+One step = ``CoverNet(PyramidUNet, CoverHead)`` forward on two views (batch ``--batch``, one channel, ``--size``
+voxels per axis), ``CoverLoss`` against a synthetic ground truth, and the backward pass (no optimiser step).
+In the same process and interleaved round by round, it also times the backbone alone (the same batched
+forward of both views, a trivial loss over every pyramid level, backward). The head's share is
+``1 - backbone / step``: the projections, the mixtures of vectors, VPA's warps and upsamplings and the loss.
+
+Usage::
+
+    python benchmarks/bench_step.py                          # 64^3, CPU, float32, reference network
+    python benchmarks/bench_step.py --size 32 --steps 2      # quicker
+    python benchmarks/bench_step.py --device cuda --amp bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from monai_cover.ddf import overlap_mask, warp  # noqa: E402
+from monai_cover.losses import CoverLoss  # noqa: E402
+from monai_cover.networks.nets import CoverNet, PyramidUNet  # noqa: E402
+
+
+def smooth(shape: tuple[int, ...], dims: int, coarse: int, generator: torch.Generator) -> torch.Tensor:
+    """A smooth random field: ``coarse``-voxel noise, linearly upsampled to ``shape[2:]``."""
+    noise = torch.rand(*shape[:2], *([coarse] * dims), generator=generator)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    return F.interpolate(noise, size=shape[2:], mode=mode, align_corners=True)
+
+
+def make_pair(batch: int, size: int, dims: int, amplitude: float, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    spatial = (size,) * dims
+    view_a = smooth((batch, 1, *spatial), dims, 8, g)
+    ddf = amplitude * (2 * smooth((batch, dims, *spatial), dims, 4, g) - 1)
+    view_b = warp(view_a, ddf)
+    target = {"ddf": ddf.to(device), "overlap": overlap_mask(ddf).to(device)}
+    return view_a.to(device), view_b.to(device), target
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=64, help="voxels per axis of each view (default 64)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype (default none)")
+    parser.add_argument("--batch", type=int, default=1, help="pairs per step (default 1)")
+    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=3)
+    parser.add_argument("--channels", default="32,64,128,256,512", help="PyramidUNet encoder widths, finest first")
+    parser.add_argument("--radius", type=int, default=2, help="mixture-of-vectors radius (default 2)")
+    parser.add_argument("--steps", type=int, default=3, help="timed rounds (median reported; default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on CPU (0: leave as is)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    dims = args.spatial_dims
+    channels = tuple(int(c) for c in args.channels.split(","))
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+    net = CoverNet(PyramidUNet(dims, 1, channels), radius=args.radius).to(device).train()
+    loss_fn = CoverLoss()
+    view_a, view_b, target = make_pair(args.batch, args.size, dims, amplitude=0.1 * args.size, device=device)
+    both = torch.cat([view_a, view_b])
+
+    def full_step() -> float:
+        net.zero_grad(set_to_none=True)
+        sync(device)
+        start = time.perf_counter()
+        with autocast():
+            loss = loss_fn(net(view_a, view_b), target)
+        loss.backward()
+        sync(device)
+        return time.perf_counter() - start
+
+    def backbone_step() -> float:
+        net.zero_grad(set_to_none=True)
+        sync(device)
+        start = time.perf_counter()
+        with autocast():
+            pyramid = net.backbone(both)
+            loss = sum(f.float().mean() for f in pyramid)
+        loss.backward()
+        sync(device)
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        full_step()
+        backbone_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    full, backbone = [], []
+    for _ in range(args.steps):
+        full.append(full_step())
+        backbone.append(backbone_step())
+    step_s, backbone_s = statistics.median(full), statistics.median(backbone)
+    head_share = max(0.0, 1.0 - backbone_s / step_s)
+
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    print(
+        f"bench_step: {args.batch} x two {args.size}^{dims} views, PyramidUNet{channels} + "
+        f"CoverHead(radius={args.radius}, "
+        f"heads={net.head.num_heads}) + CoverLoss, {params:.2f} M parameters, device={device}, amp={args.amp}, "
+        f"threads={torch.get_num_threads()}, median of {args.steps}"
+    )
+    print(f"seconds per step (forward+backward): {step_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in full)}]")
+    print(f"backbone only (forward+backward):    {backbone_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in backbone)}]")
+    print(f"head + loss share of the step:       {100 * head_share:.1f} %  ({step_s - backbone_s:.3f} s)")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: Apache-2.0
+"""COVER's losses: masked vector regression of the displacement, and feature consistency under the true one.
+
+With ``eps`` the overlap mask (1 where ``p + ddf(p)`` falls inside view A, see :py:func:`monai_cover.ddf.overlap_mask`)
+and ``sum_eps`` a sum over the voxels of the whole batch where ``eps = 1``::
+
+    L_vec = sum_eps sum_i |ddf_i - pred_i| / sum_eps 1
+    L_con = 1 - sum_eps cos(f_B, warp(f_A, ddf)) / sum_eps 1
+    L     = vector_weight * L_vec + consistency_weight * L_con          (1:1 by default)
+
+Displacement convention: :py:mod:`monai_cover.ddf`. All arithmetic runs in float32 (float64 for float64 inputs),
+also under autocast. An empty mask gives a finite zero loss (connected to the graph, zero gradient) and a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.utils import LossReduction
+from torch.nn.modules.loss import _Loss
+
+from monai_cover.ddf import overlap_mask, warp
+
+__all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
+
+
+def _plain(*tensors: torch.Tensor | None) -> tuple:
+    """MetaTensors as plain tensors (same storage and graph): the losses return plain tensors."""
+    return tuple(t.as_tensor() if isinstance(t, MetaTensor) else t for t in tensors)
+
+
+def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_mask(mask: torch.Tensor | None, like: torch.Tensor, name: str) -> torch.Tensor | None:
+    """``mask`` as ``(B, 1, *S)``; accepts ``(B, 1, *S)`` or ``(B, *S)``."""
+    if mask is None:
+        return None
+    expected = (like.shape[0], 1, *like.shape[2:])
+    if tuple(mask.shape) == (like.shape[0], *like.shape[2:]):
+        mask = mask.unsqueeze(1)
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"{name}: mask must have shape {expected} (or without the channel axis), got {tuple(mask.shape)}."
+        )
+    return mask
+
+
+def _masked_reduce(values: torch.Tensor, mask: torch.Tensor | None, reduction: str, name: str) -> torch.Tensor:
+    """Reduce per-voxel ``values`` ``(B, 1, *S)`` over the voxels where ``mask > 0`` (weighted by ``mask``).
+
+    ``"mean"``: sum over the masked voxels of the whole batch / their count (a scalar); ``"sum"``: that sum;
+    ``"none"``: the per-sample masked mean, shape ``(B,)``. Empty masks give 0 (never NaN) and a warning.
+    """
+    if mask is None:
+        weight = torch.ones_like(values)
+        selected = values
+    else:
+        weight = torch.where(mask > 0, mask.to(values.dtype), torch.zeros_like(values))
+        # where, not a product: NaN/inf outside the mask must not leak into the loss or its gradient
+        selected = torch.where(mask > 0, values, torch.zeros_like(values)) * weight
+    numerator = selected.flatten(1).sum(1)  # (B,)
+    count = weight.flatten(1).sum(1)  # (B,)
+    if reduction == LossReduction.SUM.value:
+        if mask is not None and not bool((count > 0).all()):
+            warnings.warn(f"{name}: the overlap mask is empty for some samples; they contribute 0.", stacklevel=3)
+        return numerator.sum()
+    if reduction == LossReduction.NONE.value:
+        empty = count <= 0
+        if bool(empty.any()):
+            warnings.warn(
+                f"{name}: the overlap mask is empty for {int(empty.sum())} sample(s); their loss is 0.", stacklevel=3
+            )
+        return torch.where(empty, numerator * 0.0, numerator / count.clamp_min(torch.finfo(count.dtype).tiny))
+    total = count.sum()
+    if not bool(total > 0):
+        warnings.warn(f"{name}: the overlap mask is empty for the whole batch; the loss is 0.", stacklevel=3)
+        return numerator.sum() * 0.0
+    return numerator.sum() / total
+
+
+class VectorRegressionLoss(_Loss):
+    """Masked L1 between displacement fields: ``sum_eps sum_i |input_i - target_i| / sum_eps 1``.
+
+    The per-voxel error is the L1 norm over the ``spatial_dims`` components (summed, not averaged), in voxels.
+
+    Args:
+        reduction: ``"mean"`` (default): over the masked voxels of the whole batch; ``"sum"``: the masked sum
+            over the batch; ``"none"``: the masked mean per sample, shape ``(B,)``.
+
+    Examples::
+
+        loss = VectorRegressionLoss()
+        loss(pred_ddf, true_ddf, overlap)  # (B, d, *S), (B, d, *S), (B, 1, *S) -> scalar in voxels
+    """
+
+    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            input: predicted displacement ``(B, d, *S)`` (``d = len(S)``), voxels.
+            target: true displacement, same shape.
+            mask: overlap ``(B, 1, *S)`` (or ``(B, *S)``); ``None`` uses every voxel.
+        """
+        name = type(self).__name__
+        input, target, mask = _plain(input, target, mask)
+        if input.shape != target.shape:
+            raise ValueError(
+                f"{name}: input {tuple(input.shape)} and target {tuple(target.shape)} must have the same shape."
+            )
+        if input.ndim < 3 or input.shape[1] != input.ndim - 2:
+            raise ValueError(
+                f"{name}: input must be a displacement (B, spatial_dims, *spatial) with one channel per spatial "
+                f"axis, got {tuple(input.shape)}."
+            )
+        mask = _check_mask(mask, input, name)
+        dtype = _work_dtype(input, target)
+        with torch.autocast(device_type=input.device.type, enabled=False):
+            error = (input.to(dtype) - target.to(dtype)).abs().sum(1, keepdim=True)
+            return _masked_reduce(error, mask, self.reduction, name)
+
+
+class FeatureConsistencyLoss(_Loss):
+    """``1 - sum_eps cos(features_b, warp(features_a, ddf)) / sum_eps 1``: view B's features against view A's features
+    brought onto view B's grid with the **ground-truth** displacement (cosine over the channel axis).
+
+    Args:
+        reduction: ``"mean"`` (default): ``1 -`` the mean cosine over the masked voxels of the whole batch;
+            ``"sum"``: ``sum_eps (1 - cos)`` over the batch; ``"none"``: per sample, shape ``(B,)``.
+        eps: the ``eps`` of ``torch.nn.functional.cosine_similarity`` (zero vectors give cosine 0).
+
+    Examples::
+
+        loss = FeatureConsistencyLoss()
+        loss(out["features_b"], out["features_a"], true_ddf, overlap)  # scalar in [0, 2]
+    """
+
+    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN, eps: float = 1e-8) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if not eps > 0:
+            raise ValueError(f"FeatureConsistencyLoss: eps must be > 0, got {eps}.")
+        self.eps = float(eps)
+
+    def forward(
+        self,
+        features_b: torch.Tensor,
+        features_a: torch.Tensor,
+        ddf: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            features_b: ``(B, C, *S)`` features of view B (2 or 3 spatial dims).
+            features_a: ``(B, C, *S)`` features of view A.
+            ddf: ``(B, d, *S)`` ground-truth displacement (voxels), ``view_b = warp(view_a, ddf)``.
+            mask: overlap ``(B, 1, *S)`` (or ``(B, *S)``); ``None`` uses every voxel.
+        """
+        name = type(self).__name__
+        features_b, features_a, ddf, mask = _plain(features_b, features_a, ddf, mask)
+        if features_a.shape != features_b.shape:
+            raise ValueError(
+                f"{name}: features_b {tuple(features_b.shape)} and features_a {tuple(features_a.shape)} must have the "
+                "same shape."
+            )
+        if features_b.ndim not in (4, 5):
+            raise ValueError(
+                f"{name}: features must be (B, C, *spatial) with 2 or 3 spatial dims, got {tuple(features_b.shape)}."
+            )
+        expected = (features_b.shape[0], features_b.ndim - 2, *features_b.shape[2:])
+        if tuple(ddf.shape) != expected:
+            raise ValueError(
+                f"{name}: ddf must have shape {expected} to match features {tuple(features_b.shape)}, "
+                f"got {tuple(ddf.shape)}."
+            )
+        mask = _check_mask(mask, features_b, name)
+        dtype = _work_dtype(features_a, features_b, ddf)
+        with torch.autocast(device_type=features_b.device.type, enabled=False):
+            warped = warp(features_a.to(dtype), ddf.to(dtype))
+            cos = F.cosine_similarity(features_b.to(dtype), warped, dim=1, eps=self.eps).unsqueeze(1)
+            return _masked_reduce(1.0 - cos, mask, self.reduction, name)
+
+
+class CoverLoss(_Loss):
+    """COVER's objective ``vector_weight * L_vec + consistency_weight * L_con`` on dicts, as MONAI's
+    ``SupervisedTrainer`` calls it: ``loss_function(network_output, targets)``.
+
+    Args:
+        vector_weight: weight of :py:class:`VectorRegressionLoss` (default 1).
+        consistency_weight: weight of :py:class:`FeatureConsistencyLoss` (default 1). A zero weight skips the term
+            (its inputs are then not needed).
+        reduction: ``"mean"`` / ``"sum"`` / ``"none"`` (per sample ``(B,)``), applied to both terms.
+        ddf_key, features_a_key, features_b_key: keys of the network output (``CoverNet``'s by default).
+        target_ddf_key, overlap_key: keys of the target dict. A missing overlap entry is computed from the
+            target displacement with :py:func:`monai_cover.ddf.overlap_mask`.
+
+    After each call, ``last_terms`` holds the two unweighted terms (detached) for logging.
+
+    Examples::
+
+        loss = CoverLoss()
+        out = CoverNet(PyramidUNet(3))(view_a, view_b)
+        value = loss(out, {"ddf": true_ddf, "overlap": overlap})
+        loss.last_terms  # {"vector": ..., "consistency": ...}
+    """
+
+    def __init__(
+        self,
+        vector_weight: float = 1.0,
+        consistency_weight: float = 1.0,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        ddf_key: str = "ddf",
+        features_a_key: str = "features_a",
+        features_b_key: str = "features_b",
+        target_ddf_key: str = "ddf",
+        overlap_key: str = "overlap",
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        for name, w in (("vector_weight", vector_weight), ("consistency_weight", consistency_weight)):
+            if not float(w) >= 0:
+                raise ValueError(f"CoverLoss: {name} must be a number >= 0, got {w}.")
+        self.vector_weight, self.consistency_weight = float(vector_weight), float(consistency_weight)
+        self.ddf_key, self.features_a_key, self.features_b_key = ddf_key, features_a_key, features_b_key
+        self.target_ddf_key, self.overlap_key = target_ddf_key, overlap_key
+        self.vector_loss = VectorRegressionLoss(reduction=self.reduction)
+        self.consistency_loss = FeatureConsistencyLoss(reduction=self.reduction)
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _get(d: Mapping, key: str, what: str) -> torch.Tensor:
+        if key not in d:
+            raise KeyError(f"CoverLoss: {what} has no entry {key!r}; its keys are {sorted(map(str, d))}.")
+        return d[key]
+
+    def forward(  # type: ignore[override]
+        self, input: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """
+        Args:
+            input: network output with ``ddf_key`` ``(B, d, *S)`` and, when ``consistency_weight > 0``,
+                ``features_a_key`` / ``features_b_key`` ``(B, C, *S)``.
+            target: ``target_ddf_key`` ``(B, d, *S)`` and optionally ``overlap_key`` ``(B, 1, *S)``.
+
+        Returns:
+            a scalar (``"mean"``, ``"sum"``) or ``(B,)`` (``"none"``).
+        """
+        if not isinstance(input, Mapping) or not isinstance(target, Mapping):
+            raise TypeError(
+                f"CoverLoss: input and target must be mappings (CoverNet output and {{'ddf', 'overlap'}}), got "
+                f"{type(input).__name__} and {type(target).__name__}."
+            )
+        true_ddf = self._get(target, self.target_ddf_key, "target")
+        mask = target.get(self.overlap_key)
+        if mask is None:
+            mask = overlap_mask(true_ddf.detach())
+        total: torch.Tensor | None = None
+        terms: dict[str, torch.Tensor] = {}
+        if self.vector_weight > 0 or self.consistency_weight == 0:
+            vec = self.vector_loss(self._get(input, self.ddf_key, "input"), true_ddf, mask)
+            terms["vector"] = vec.detach()
+            total = self.vector_weight * vec
+        if self.consistency_weight > 0:
+            con = self.consistency_loss(
+                self._get(input, self.features_b_key, "input"), self._get(input, self.features_a_key, "input"),
+                true_ddf, mask,
+            )  # fmt: skip
+            terms["consistency"] = con.detach()
+            total = self.consistency_weight * con if total is None else total + self.consistency_weight * con
+        self.last_terms = terms
+        assert total is not None
+        return total

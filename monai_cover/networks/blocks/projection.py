@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Per-level projection of COVER's head: a 1x1 convolution (with bias) followed by a one-group GroupNorm."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from monai.networks.layers.factories import Conv
+from monai.networks.layers.utils import get_norm_layer
+
+__all__ = ["CoverProjection"]
+
+
+class CoverProjection(nn.Sequential):
+    """``P_l`` of COVER: ``Conv 1x1 (bias) -> GroupNorm(1 group, affine)``, mapping ``(B, in_channels, *S)``
+    to ``(B, out_channels, *S)``; the spatial shape is kept.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: channels of the backbone features of this level.
+        out_channels: ``head_dim * num_heads`` of this level.
+        norm: normalisation spec for MONAI's ``get_norm_layer`` (default ``("group", {"num_groups": 1})``,
+            the reference); ``None`` for none.
+
+    Examples::
+
+        proj = CoverProjection(3, in_channels=256, out_channels=32)
+        proj(torch.rand(1, 256, 8, 8, 8)).shape  # (1, 32, 8, 8, 8)
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        norm: str | tuple | None = ("group", {"num_groups": 1}),
+    ) -> None:
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"CoverProjection: spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if int(in_channels) < 1 or int(out_channels) < 1:
+            raise ValueError(
+                f"CoverProjection: in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}."
+            )
+        layers: list[nn.Module] = [Conv[Conv.CONV, spatial_dims](int(in_channels), int(out_channels), 1, bias=True)]
+        if norm is not None:
+            layers.append(get_norm_layer(norm, spatial_dims=spatial_dims, channels=int(out_channels)))
+        super().__init__(*layers)
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, int(in_channels), int(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
+                f"got {tuple(x.shape)}."
+            )
+        return super().forward(x)

@@ -1,0 +1,21 @@
+# SPDX-License-Identifier: Apache-2.0
+from __future__ import annotations
+
+from .cover_head import CoverHead, Coverhead, coverhead, default_num_heads
+from .cover_net import CoverNet, Covernet, covernet
+from .pyramid_unet import PyramidUNet, Pyramidunet, crop_pyramid, pad_to_divisible, pyramidunet
+
+__all__ = [
+    "CoverHead",
+    "Coverhead",
+    "coverhead",
+    "default_num_heads",
+    "CoverNet",
+    "Covernet",
+    "covernet",
+    "PyramidUNet",
+    "Pyramidunet",
+    "pyramidunet",
+    "crop_pyramid",
+    "pad_to_divisible",
+]

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The COVER pretraining network: one backbone for both views, and the VPA head."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.data import MetaTensor
+
+from monai_cover.networks.nets.cover_head import CoverHead
+
+__all__ = ["CoverNet", "Covernet", "covernet"]
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A MetaTensor as a plain tensor (same storage, same autograd graph)."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+class CoverNet(nn.Module):
+    """``backbone`` + :py:class:`CoverHead`: ``forward(view_a, view_b)`` -> ``{"ddf", "features_a", "features_b"}``.
+
+    Both views go through the backbone in one batched pass (concatenated along the batch axis), the pyramid is
+    split back into the two views, and the head reads the displacement off it. The output dict is what
+    :py:class:`monai_cover.losses.CoverLoss` takes as ``input``.
+
+    Args:
+        backbone: a module mapping ``(B, C, *S)`` to a list of feature maps coarse to fine whose finest level has
+            the input's spatial size, with attributes ``out_channels`` (tuple, coarse to fine) and
+            ``spatial_dims`` when ``head`` is not given: :py:class:`~monai_cover.networks.nets.PyramidUNet` or
+            :py:class:`~monai_cover.networks.FeaturePyramid` around a stock MONAI network.
+        head: a :py:class:`CoverHead`; ``None`` builds one from ``backbone.out_channels`` and
+            ``backbone.spatial_dims`` with ``head_kwargs`` (``head_dim``, ``num_heads``, ``radius``, ...).
+
+    Pretrained weights: ``net.backbone_state_dict()`` (same as ``net.backbone.state_dict()``) holds only the
+    backbone; for a ``FeaturePyramid`` the keys are the wrapped network's own keys, ready for
+    ``BasicUNet(...).load_state_dict(...)``.
+
+    Examples::
+
+        net = CoverNet(PyramidUNet(spatial_dims=3), radius=2)
+        out = net(view_a, view_b)  # view_*: (B, 1, 64, 64, 64)
+        out["ddf"].shape           # (B, 3, 64, 64, 64): view_b ~ warp(view_a, ddf), voxels
+        out["features_b"].shape    # (B, 32, 64, 64, 64)
+    """
+
+    def __init__(self, backbone: nn.Module, head: CoverHead | nn.Module | None = None, **head_kwargs: Any) -> None:
+        super().__init__()
+        if head is None:
+            out_channels = getattr(backbone, "out_channels", None)
+            spatial_dims = getattr(backbone, "spatial_dims", None)
+            if not isinstance(out_channels, (tuple, list)) or spatial_dims is None:
+                raise ValueError(
+                    "CoverNet: to build the head, backbone must expose out_channels (a tuple, coarse to fine) and "
+                    f"spatial_dims; got out_channels={out_channels!r}, spatial_dims={spatial_dims!r}. Pass head=."
+                )
+            head = CoverHead(int(spatial_dims), tuple(out_channels), **head_kwargs)
+        elif head_kwargs:
+            raise ValueError(f"CoverNet: head_kwargs {sorted(head_kwargs)} are only used when head is None.")
+        self.backbone = backbone
+        self.head = head
+
+    def backbone_state_dict(self) -> OrderedDict[str, torch.Tensor]:
+        """The backbone's weights alone (for a ``FeaturePyramid``: the stock network's keys, no prefix)."""
+        return self.backbone.state_dict()
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            view_a: ``(B, C, *S)`` the appearance-augmented view (the key).
+            view_b: ``(B, C, *S)`` the spatially augmented view (the query), same shape.
+
+        Returns:
+            dict with ``"ddf"`` ``(B, spatial_dims, *S)`` float32 predicted displacement (voxels, ``view_b(p) ~
+            view_a(p + ddf(p))``, the ground truth's convention), ``"features_a"`` and ``"features_b"``: the finest
+            backbone features ``(B, C_finest, *S)`` of each view.
+        """
+        if view_a.shape != view_b.shape:
+            raise ValueError(
+                f"CoverNet: view_a {tuple(view_a.shape)} and view_b {tuple(view_b.shape)} must have the same shape."
+            )
+        if view_a.ndim < 3:
+            raise ValueError(f"CoverNet: views must be (B, C, *spatial), got {tuple(view_a.shape)}.")
+        view_a, view_b = _plain(view_a), _plain(view_b)
+        batch = view_a.shape[0]
+        pyramid = self.backbone(torch.cat([view_a, view_b], dim=0))
+        if isinstance(pyramid, torch.Tensor):
+            pyramid = [pyramid]
+        features_a = [f[:batch] for f in pyramid]
+        features_b = [f[batch:] for f in pyramid]
+        if tuple(features_b[-1].shape[2:]) != tuple(view_a.shape[2:]):
+            raise ValueError(
+                f"CoverNet: the finest backbone level {tuple(features_b[-1].shape)} must have the views' spatial "
+                f"size {tuple(view_a.shape[2:])}."
+            )
+        ddf = self.head(features_a, features_b)
+        return {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
+
+
+Covernet = covernet = CoverNet

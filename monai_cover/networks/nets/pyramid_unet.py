@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: Apache-2.0
+"""COVER's reference backbone: a U-Net that returns its feature pyramid (bottleneck + decoder outputs).
+
+Also the padding helpers shared with :py:class:`monai_cover.networks.FeaturePyramid`: pad the input at the
+*end* of every spatial axis to a multiple of the network's total stride, run, then crop every pyramid level
+back to ``ceil(size * level_size / padded_size)``. Voxel ``0`` of every level stays voxel ``0``, each level keeps
+the exact x2 geometry of the padded pyramid, and the finest level has the input's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Pool
+from monai.utils import ensure_tuple_rep
+
+__all__ = ["PyramidUNet", "Pyramidunet", "pyramidunet", "pad_to_divisible", "crop_pyramid"]
+
+
+def pad_to_divisible(
+    x: torch.Tensor, divisor: int | Sequence[int], mode: str = "constant", value: float = 0.0
+) -> torch.Tensor:
+    """Pad the spatial axes of ``x`` ``(B, C, *S)`` at their end to the next multiple of ``divisor``.
+
+    Args:
+        x: batched input.
+        divisor: one int for all axes or one per spatial axis (``>= 1``).
+        mode: ``torch.nn.functional.pad`` mode: ``"constant"`` (``value``), ``"replicate"``, ``"reflect"``.
+        value: fill value of ``"constant"``.
+
+    Returns:
+        ``x`` itself when no padding is needed, else the padded tensor.
+    """
+    spatial = tuple(x.shape[2:])
+    div = ensure_tuple_rep(divisor, len(spatial))
+    if min(int(d) for d in div) < 1:
+        raise ValueError(f"pad_to_divisible: divisor must be >= 1, got {divisor}.")
+    extra = [(-s) % int(d) for s, d in zip(spatial, div)]
+    if not any(extra):
+        return x
+    pads: list[int] = []
+    for e in reversed(extra):  # F.pad takes the last axis first
+        pads += [0, e]
+    if mode == "constant":
+        return F.pad(x, pads, mode="constant", value=value)
+    if mode == "reflect" and any(e >= s for e, s in zip(extra, spatial)):
+        mode = "replicate"  # reflect needs a pad smaller than the axis
+    return F.pad(x, pads, mode=mode)
+
+
+def crop_pyramid(
+    levels: Sequence[torch.Tensor], spatial_size: Sequence[int], padded_size: Sequence[int]
+) -> list[torch.Tensor]:
+    """Crop every level computed on a grid padded from ``spatial_size`` to ``padded_size`` back to the part that
+    covers the unpadded input: ``ceil(spatial_size * level_size / padded_size)`` voxels from the start of each axis.
+    """
+    if tuple(spatial_size) == tuple(padded_size):
+        return list(levels)
+    out = []
+    for f in levels:
+        size = f.shape[2:]
+        keep = [max(1, -(-int(s) * int(n) // int(p))) for s, n, p in zip(spatial_size, size, padded_size)]
+        out.append(f[(slice(None), slice(None)) + tuple(slice(0, k) for k in keep)])
+    return out
+
+
+class PyramidUNet(nn.Module):
+    """The U-Net of COVER's reference, returning its feature pyramid coarse to fine.
+
+    Encoder: ``[conv3 -> norm -> act] x 2`` per level, max-pooling (x2) between levels; decoder: x2 linear
+    upsampling (corners not aligned, as the reference), concatenation with the skip, ``[conv3 -> norm -> act] x 2``.
+    With the reference ``channels=(32, 64, 128, 256, 512)`` the pyramid is
+    ``[512 @ 1/16 (bottleneck), 256 @ 1/8, 128 @ 1/4, 64 @ 1/2, 32 @ 1/1]``.
+
+    Any input size works: the input is padded at the end of each axis to a multiple of
+    ``2 ** (len(channels) - 1)`` and every level is cropped back (see :py:func:`crop_pyramid`), so the finest level
+    has the input's spatial size and level ``k`` from the finest has ``ceil(size / 2**k)`` voxels per axis.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        channels: encoder widths, finest first; ``len(channels)`` is the number of pyramid levels (``>= 1``).
+            The decoder widths are the reverse of ``channels[:-1]``.
+        act: activation spec for MONAI's factory (reference: LeakyReLU 0.2).
+        norm: normalisation spec; ``None`` (default) is the reference GroupNorm with ``channels // 8`` groups
+            (at least 1) at every layer.
+        pad_mode: padding of the input to the multiple of the total stride (``"constant"`` zeros, ``"replicate"``,
+            ``"reflect"``).
+
+    Attributes:
+        out_channels: tuple of the pyramid's channels, coarse to fine (what :py:class:`CoverHead` takes).
+        spatial_dims: as given.
+
+    Examples::
+
+        net = PyramidUNet(spatial_dims=3, in_channels=1)
+        pyramid = net(torch.rand(2, 1, 40, 48, 56))
+        [tuple(f.shape) for f in pyramid]
+        # [(2, 512, 3, 3, 4), (2, 256, 5, 6, 7), (2, 128, 10, 12, 14), (2, 64, 20, 24, 28), (2, 32, 40, 48, 56)]
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        act: str | tuple = ("leakyrelu", {"negative_slope": 0.2, "inplace": True}),
+        norm: str | tuple | None = None,
+        pad_mode: str = "constant",
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"PyramidUNet: spatial_dims must be 2 or 3, got {spatial_dims}.")
+        channels = tuple(int(c) for c in channels)
+        if not channels or min(channels) < 1:
+            raise ValueError(f"PyramidUNet: channels must be a non-empty sequence of positive ints, got {channels}.")
+        if int(in_channels) < 1:
+            raise ValueError(f"PyramidUNet: in_channels must be >= 1, got {in_channels}.")
+        if pad_mode not in ("constant", "replicate", "reflect"):
+            raise ValueError(f"PyramidUNet: pad_mode must be 'constant', 'replicate' or 'reflect', got {pad_mode!r}.")
+        self.spatial_dims, self.in_channels, self.channels = spatial_dims, int(in_channels), channels
+        self.pad_mode = pad_mode
+        self.divisor = 2 ** (len(channels) - 1)
+        self.out_channels = tuple(reversed(channels))
+
+        def double_conv(cin: int, cout: int) -> nn.Sequential:
+            layer_norm = ("group", {"num_groups": max(1, cout // 8)}) if norm is None else norm
+            return nn.Sequential(
+                Convolution(spatial_dims, cin, cout, kernel_size=3, act=act, norm=layer_norm),
+                Convolution(spatial_dims, cout, cout, kernel_size=3, act=act, norm=layer_norm),
+            )
+
+        self.encoder = nn.ModuleList(
+            [double_conv(self.in_channels if i == 0 else channels[i - 1], c) for i, c in enumerate(channels)]
+        )
+        self.decoder = nn.ModuleList(
+            [double_conv(channels[i + 1] + channels[i], channels[i]) for i in reversed(range(len(channels) - 1))]
+        )
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
+        self._up_mode = "bilinear" if spatial_dims == 2 else "trilinear"
+        for m in self.modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                nn.init.kaiming_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.GroupNorm) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def levels(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """
+        Args:
+            x: ``(B, in_channels, *S)``, any spatial size.
+
+        Returns:
+            list of ``len(channels)`` feature maps coarse to fine: entry ``j`` is
+            ``(B, out_channels[j], *ceil(S / 2 ** (levels - 1 - j)))``; the last one is ``(B, channels[0], *S)``.
+        """
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"PyramidUNet: x must be (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
+                f"got {tuple(x.shape)}."
+            )
+        size = tuple(x.shape[2:])
+        x = pad_to_divisible(x, self.divisor, self.pad_mode)
+        skips = []
+        h = x
+        for i, block in enumerate(self.encoder):
+            h = block(h if i == 0 else self.pool(h))
+            skips.append(h)
+        out = [h]
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            up = F.interpolate(h, size=skip.shape[2:], mode=self._up_mode, align_corners=False)
+            h = block(torch.cat([up, skip], dim=1))
+            out.append(h)
+        return crop_pyramid(out, size, x.shape[2:])
+
+    def extra_repr(self) -> str:
+        return f"spatial_dims={self.spatial_dims}, in_channels={self.in_channels}, channels={self.channels}"
+
+
+Pyramidunet = pyramidunet = PyramidUNet
