@@ -10,7 +10,9 @@ import sys
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "print_config"]
+from .weights import LoadReport, load_pretrained
+
+__all__ = ["__version__", "print_config", "load_pretrained", "LoadReport"]
 
 
 def print_config(file=sys.stdout) -> None:

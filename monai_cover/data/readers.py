@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A MONAI ``ImageReader`` backed by SimpleITK (NRRD, MetaImage, DICOM series, NIfTI, ...).
+
+MONAI's own ``ITKReader`` needs the ``itk`` package; ``SimpleITK`` is a much smaller wheel and a
+dependency of monai_cover, so this reader lets ``LoadImage(d)`` open every format SimpleITK can,
+including a folder holding one DICOM series. It follows ``ITKReader``'s conventions: the returned
+array is indexed ``[i, j, k]`` (x fastest, as nibabel), ``affine`` is in RAS by default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
+from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+
+__all__ = ["SimpleITKReader", "SITK_SUFFIXES"]
+
+#: suffixes this reader claims (a directory is treated as a DICOM series)
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm", ".img", ".hdr", ".vtk", ".tif", ".tiff")
+
+
+class SimpleITKReader(ImageReader):
+    """Load medical images with SimpleITK; a directory is read as a DICOM series.
+
+    Args:
+        channel_dim: channel axis of the returned array for vector images; ``None`` means a scalar
+            image gets no channel axis and a vector image gets its components last (as ``ITKReader``).
+        series_name: DICOM series UID to read when a folder holds several (default: the first).
+        affine_lps_to_ras: convert ITK's LPS affine to RAS (MONAI's default space).
+        dtype: cast the array to this dtype (``None`` keeps the file's type).
+
+    Example::
+
+        from monai.transforms import LoadImaged
+        load = LoadImaged("image", reader=SimpleITKReader(), image_only=True, ensure_channel_first=True)
+        load({"image": "CTChest4.nrrd"})["image"].shape  # (1, 128, 128, 34)
+    """
+
+    def __init__(
+        self,
+        channel_dim: int | None = None,
+        series_name: str = "",
+        affine_lps_to_ras: bool = True,
+        dtype: np.dtype | type | str | None = np.float32,
+    ) -> None:
+        super().__init__()
+        self.channel_dim = channel_dim
+        self.series_name = series_name
+        self.affine_lps_to_ras = affine_lps_to_ras
+        self.dtype = dtype
+
+    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike | str) -> bool:
+        for name in ensure_tuple(filename):
+            name = str(name)
+            if not (os.path.isdir(name) or name.lower().endswith(SITK_SUFFIXES)):
+                return False
+        return True
+
+    def _read_one(self, name: str):
+        import SimpleITK as sitk
+
+        if os.path.isdir(name):
+            uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(name)
+            if not uids:
+                raise FileNotFoundError(f"SimpleITKReader: no DICOM series in folder {name!r}.")
+            uid = self.series_name or uids[0]
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(name, uid)
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(files)
+            return reader.Execute()
+        return sitk.ReadImage(name)
+
+    def read(self, data: Sequence[os.PathLike] | os.PathLike | str, **kwargs):
+        """Read one file/folder, or a list of them (stacked as channels by :py:meth:`get_data`)."""
+        images = [self._read_one(str(name)) for name in ensure_tuple(data)]
+        return images if len(images) > 1 else images[0]
+
+    def _affine(self, img) -> np.ndarray:
+        ndim = img.GetDimension()
+        direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
+        spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+        affine = np.eye(ndim + 1)
+        affine[:ndim, :ndim] = direction * spacing[None, :]
+        affine[:ndim, -1] = np.asarray(img.GetOrigin(), dtype=np.float64)
+        if self.affine_lps_to_ras and ndim >= 2:
+            flip = np.diag([-1.0, -1.0] + [1.0] * (ndim - 2) + [1.0])
+            affine = flip @ affine
+        return affine
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        """Return the array (indexed ``[i, j, k]``) and a metadata dict with ``affine``,
+        ``original_affine``, ``spatial_shape``, ``space`` and ``original_channel_dim``."""
+        import SimpleITK as sitk
+
+        arrays, meta = [], {}
+        images = [img] if isinstance(img, sitk.Image) else list(img)  # a sitk.Image iterates over its pixels
+        for one in images:
+            arr = sitk.GetArrayFromImage(one)  # (k, j, i[, c])
+            ndim = one.GetDimension()
+            vector = one.GetNumberOfComponentsPerPixel() > 1
+            arr = np.moveaxis(arr.T, 0, -1) if vector else arr.T  # -> (i, j, k[, c])
+            if vector and self.channel_dim is not None:
+                arr = np.moveaxis(arr, -1, self.channel_dim)
+            if self.dtype is not None:
+                arr = arr.astype(self.dtype, copy=False)
+            header = {key: one.GetMetaData(key) for key in one.GetMetaDataKeys()}
+            header[MetaKeys.ORIGINAL_AFFINE] = self._affine(one)
+            header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
+            header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
+            header[MetaKeys.SPATIAL_SHAPE] = np.asarray(one.GetSize()[:ndim])
+            if not vector:
+                header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan")
+            else:
+                header[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if self.channel_dim is None else self.channel_dim
+            arrays.append(arr)
+            _copy_compatible_dict(header, meta)
+        return _stack_images(arrays, meta), meta

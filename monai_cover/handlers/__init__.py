@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Ignite handlers and metrics that the bundles' configs reference."""
+
+from __future__ import annotations
+
+from .inference import CoverPairSaver
+from .loss_summary import LossSummaryHandler, read_loss_summary
+from .metrics import DDFEndPointError, OverlapCosine, cover_output_transform
+from .training import (
+    GradientClipHandler,
+    ProgressBarHandler,
+    StopAfterEpochHandler,
+    TransformSeedHandler,
+    find_latest_checkpoint,
+)
+
+__all__ = [
+    "CoverPairSaver",
+    "DDFEndPointError",
+    "GradientClipHandler",
+    "LossSummaryHandler",
+    "OverlapCosine",
+    "ProgressBarHandler",
+    "StopAfterEpochHandler",
+    "TransformSeedHandler",
+    "cover_output_transform",
+    "find_latest_checkpoint",
+    "read_loss_summary",
+]

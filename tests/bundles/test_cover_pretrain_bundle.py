@@ -1,0 +1,231 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The cover_pretrain_3d bundle: CLI run + kill/resume, torchrun (gloo, 2 processes), ConfigWorkflow on
+the embedded real demo data, metadata against the shipped schema, network in/out."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import warnings
+
+import pytest
+import torch
+from conftest import PRETRAIN, SCHEMA, TINY_FEATURES, TINY_PRETRAIN, bundle_run, verify_net, write_volumes
+
+from monai_cover.handlers import read_loss_summary
+
+CONFIG = PRETRAIN / "configs" / "train.json"
+META = PRETRAIN / "configs" / "metadata.json"
+
+
+def _tiny_unet():
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=3, in_channels=1, out_channels=1, features=json.loads(TINY_FEATURES))
+
+
+def test_killed_run_resumes_from_last_checkpoint(pretrain_run):
+    first, second, out = pretrain_run["first"], pretrain_run["second"], pretrain_run["output_dir"]
+    # the first run died (hard exit, as a crash) right after epoch 1 was checkpointed
+    assert first.returncode == 3, first.stdout[-3000:]
+    assert "Epoch: 1/2" in first.stdout and "Epoch: 2/2" not in first.stdout
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert re.search(r"Restored all variables from .*checkpoint_epoch=1\.pt", second.stdout), second.stdout[-3000:]
+    # the second run continued at epoch 2: it trained no epoch-1 iteration
+    assert "Epoch: 2/2" in second.stdout and "Epoch: 1/2" not in second.stdout
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == [
+        "checkpoint_epoch=1.pt",
+        "checkpoint_epoch=2.pt",
+    ]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]  # ignite keeps no epoch: 2 full epochs
+    # the loss summary keeps epoch 1 from the killed run and adds epoch 2
+    rows = read_loss_summary(out / "loss_summary.txt")
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
+    out = pretrain_run["output_dir"]
+    for rel in (
+        "models/model.pt",
+        "models/cover_net.pt",
+        "models/model_best.pt",
+        "loss_summary.txt",
+        "configs/train.json",
+        "configs/metadata.json",
+        "LICENSE",
+    ):
+        assert (out / rel).is_file(), rel
+    assert list((out / "logs").glob("events.out.tfevents.*")), "no TensorBoard logs"
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    net = _tiny_unet()
+    net.load_state_dict(state)  # strict: exactly the stock BasicUNet keys
+    text = (out / "loss_summary.txt").read_text()
+    assert "epoch\titerations\tfirst\tlast\tmin\tmean" in text and "mean loss epoch 1" in text
+    # the bundle folder itself was not written to (it may be a read-only install)
+    assert pretrain_run["bundle_before"] == pretrain_run["bundle_after"]
+
+
+def test_load_pretrained_and_monai_bundle_load(pretrain_run):
+    import monai
+
+    from monai_cover.weights import load_pretrained
+
+    out = pretrain_run["output_dir"]
+    net = _tiny_unet()
+    report = load_pretrained(net, out)
+    assert len(report.loaded) == len(net.state_dict()) and not report.missing and not report.unexpected
+    # monai.bundle.load on the run's folder, which export_bundle made a complete bundle
+    net2 = _tiny_unet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = monai.bundle.load(name=out.name, bundle_dir=str(out.parent), model=net2, source="monaihosting")
+    saved = torch.load(out / "models" / "model.pt", weights_only=True)
+    for k, v in saved.items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    # model=None: monai builds network_def (the stock BasicUNet) from the bundle's configs/train.json
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = monai.bundle.load(
+            name=out.name, bundle_dir=str(out.parent), net_override={"features": json.loads(TINY_FEATURES)}
+        )
+    assert type(built).__name__ == "BasicUNet"
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_config_workflow_on_embedded_demo(tmp_path):
+    pytest.importorskip("nilearn")
+    pytest.importorskip("slicerio")
+    from monai.bundle import ConfigWorkflow
+
+    overrides = {
+        "bundle_root": str(PRETRAIN),
+        "output_dir": str(tmp_path / "out"),
+        "epochs": 1,
+        "patch_size": [32, 32, 32],
+        "features": json.loads(TINY_FEATURES),
+        "batch_size": 1,
+        "num_samples": 1,
+        "val_num_samples": 1,
+        "val_interval": 1,
+        "spacing": [4.0, 4.0, 4.0],
+        "num_workers": 0,
+        "dataset_type": "persistent",  # the CLI tests use the default CacheDataset
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wf = ConfigWorkflow(config_file=str(CONFIG), meta_file=str(META), workflow_type="train", **overrides)
+        wf.initialize()
+        assert wf.check_properties() in (None, [])
+        wf.run()
+        wf.finalize()
+    out = tmp_path / "out"
+    assert (out / "models" / "model.pt").is_file() and (out / "loss_summary.txt").is_file()
+    assert len(read_loss_summary(out / "loss_summary.txt")) == 1
+    assert list((out / "cache" / "persistent").glob("*.pt")), "PersistentDataset cache not written"
+
+
+def test_torchrun_gloo_two_processes(tmp_path):
+    data = write_volumes(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    multi = [CONFIG, PRETRAIN / "configs" / "multi_gpu_train.json"]
+    overrides = ["--dataset_dir", str(data), "--epochs", "1", *TINY_PRETRAIN]
+    proc = bundle_run(multi, PRETRAIN, out, *overrides, cwd=tmp_path, launcher=launcher)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_epoch=1.pt"]
+    assert (out / "models" / "model.pt").is_file()
+    # rank-0-only handlers: one process wrote TensorBoard events
+    pids = {p.name.split(".")[-2] for p in (out / "logs").glob("events.out.tfevents.*")}
+    assert len(pids) == 1, pids
+
+
+def test_verify_metadata_against_shipped_schema(tmp_path):
+    from monai.bundle import verify_metadata
+
+    for meta in (META, PRETRAIN.parent / "cover_finetune_3d" / "configs" / "metadata.json"):
+        schema = tmp_path / "schema.json"
+        shutil.copy(SCHEMA, schema)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            verify_metadata(meta_file=str(meta), filepath=str(schema))  # offline: the file exists, no download
+    bad = json.loads(META.read_text())
+    bad.pop("network_data_format")
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(Exception):
+        verify_metadata(meta_file=str(tmp_path / "bad.json"), filepath=str(schema))
+
+
+def test_verify_net_in_out_feature_extractor():
+    tiny = json.loads(TINY_FEATURES)
+    verify_net(
+        "feature_extractor",
+        META,
+        CONFIG,
+        features=tiny,
+        **{"_meta_#network_data_format#outputs#pred#num_channels": tiny[-1]},
+    )
+    assert json.loads(META.read_text())["network_data_format"]["outputs"]["pred"]["format"] == "latent"
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_bundle_files_are_complete():
+    finetune = PRETRAIN.parent / "cover_finetune_3d"
+    for bundle in (PRETRAIN, finetune):
+        for rel in ("LICENSE", "configs/metadata.json", "configs/logging.conf", "configs/train.json", "docs/README.md"):
+            assert (bundle / rel).is_file(), f"{bundle.name}/{rel}"
+        for cfg in (bundle / "configs").glob("*.json"):
+            content = json.loads(cfg.read_text())
+            if cfg.name == "metadata.json":
+                continue
+            for text in _strings(content):
+                assert not text.startswith("%"), f"{cfg.name}: macro {text!r} (files must not depend on each other)"
+            for node in _components(content):
+                assert "." in node["_target_"], f"{cfg.name}: _target_ {node['_target_']!r} is not fully qualified"
+    assert (PRETRAIN / "configs" / "multi_gpu_train.json").is_file() and (
+        PRETRAIN / "configs" / "inference.json"
+    ).is_file()
+    assert (finetune / "configs" / "evaluate.json").is_file()
+
+
+def _components(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node
+        for v in node.values():
+            yield from _components(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _components(v)
+
+
+def test_inference_writes_features_and_ddf(pretrain_run):
+    import nibabel as nib
+
+    out = pretrain_run["output_dir"]
+    configs = [CONFIG, PRETRAIN / "configs" / "inference.json"]
+    proc = bundle_run(configs, PRETRAIN, out, *TINY_PRETRAIN, "--dataset_dir", str(out.parent / "data"))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"Restored all variables from .*cover_net\.pt", proc.stdout)
+    assert "val_ddf_epe" in proc.stdout
+    files = sorted(p.name for p in (out / "inference").glob("pair0000_*.nii.gz"))
+    assert files == [
+        f"pair0000_{k}.nii.gz"
+        for k in ("ddf_pred", "ddf_true", "features_a", "features_b", "overlap", "view_a", "view_b")
+    ]
+    assert nib.load(str(out / "inference" / "pair0000_ddf_pred.nii.gz")).shape == (32, 32, 32, 3)
+    assert nib.load(str(out / "inference" / "pair0000_features_a.nii.gz")).shape == (32, 32, 32, 8)

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""monai_cover.weights.load_pretrained: sources, renaming, reports and errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import unittest
+
+import torch
+from monai.networks.nets import BasicUNet
+from parameterized import parameterized
+
+from monai_cover.weights import LoadReport, load_pretrained, resolve_weights_path
+
+FEATURES = (4, 4, 8, 8, 16, 4)
+
+
+def _unet(out_channels: int = 2, seed: int = 0) -> BasicUNet:
+    torch.manual_seed(seed)
+    return BasicUNet(spatial_dims=3, in_channels=1, out_channels=out_channels, features=FEATURES)
+
+
+class Wrapper(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = _unet(seed=5)
+        self.extra = torch.nn.Linear(2, 2)
+
+
+class TestLoadPretrained(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.src = _unet(seed=1)
+        self.bundle = os.path.join(self.tmp.name, "bundle")
+        os.makedirs(os.path.join(self.bundle, "models"))
+        self.model_pt = os.path.join(self.bundle, "models", "model.pt")
+        torch.save(self.src.state_dict(), self.model_pt)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def _assert_same(self, dst, keys=None):
+        src_sd, dst_sd = self.src.state_dict(), dst.state_dict()
+        for k in keys if keys is not None else src_sd:
+            self.assertTrue(torch.equal(src_sd[k], dst_sd[k]), k)
+
+    @parameterized.expand([("bundle_folder",), ("models_folder",), ("file",), ("state_dict",), ("checkpoint_dict",)])
+    def test_sources(self, kind):
+        source = {
+            "bundle_folder": self.bundle,
+            "models_folder": os.path.join(self.bundle, "models"),
+            "file": self.model_pt,
+            "state_dict": self.src.state_dict(),
+            "checkpoint_dict": {"model": self.src.state_dict(), "epoch": 3},
+        }[kind]
+        dst = _unet(seed=2)
+        report = load_pretrained(dst, source)
+        self.assertIsInstance(report, LoadReport)
+        self.assertEqual(len(report.loaded), len(dst.state_dict()))
+        self.assertEqual((report.missing, report.unexpected, report.mismatched), ([], [], {}))
+        self._assert_same(dst)
+
+    def test_mismatched_final_conv_and_exclude(self):
+        dst = _unet(out_channels=5, seed=2)
+        report = load_pretrained(dst, self.bundle)
+        self.assertEqual(sorted(report.mismatched), ["final_conv.bias", "final_conv.weight"])
+        self.assertEqual(len(report.loaded), len(dst.state_dict()) - 2)
+        report = load_pretrained(_unet(out_channels=5), self.bundle, exclude=r"^final_conv\.")
+        self.assertEqual(report.mismatched, {})
+        self.assertEqual(sorted(report.excluded), ["final_conv.bias", "final_conv.weight"])
+
+    def test_prefix_source_prefix_mapping(self):
+        dst = Wrapper()
+        report = load_pretrained(dst, self.bundle, prefix="encoder.")
+        self.assertEqual(len(report.loaded), len(self.src.state_dict()))
+        self.assertEqual(sorted(report.missing), ["extra.bias", "extra.weight"])
+        self._assert_same(dst.encoder)
+        # a full CoverNet-like checkpoint: take the backbone out of it, DDP "module." prefix dropped
+        full = {f"module.backbone.{k}": v for k, v in self.src.state_dict().items()}
+        full["module.head.w"] = torch.zeros(3)
+        dst = _unet(seed=3)
+        report = load_pretrained(dst, full, source_prefix="backbone.")
+        self.assertEqual((report.missing, report.unexpected), ([], []))
+        self._assert_same(dst)
+        # an explicit rename
+        sd = self.src.state_dict()
+        sd["renamed_bias"] = sd.pop("final_conv.bias")
+        dst = _unet(seed=3)
+        report = load_pretrained(dst, sd, mapping={"renamed_bias": "final_conv.bias"})
+        self.assertEqual(report.missing, [])
+        self._assert_same(dst, ["final_conv.bias"])
+
+    def test_nothing_matches_is_a_clear_error(self):
+        with self.assertRaisesRegex(ValueError, "no weights .* match .*prefix"):
+            load_pretrained(_unet(), {"foo.weight": torch.zeros(1)})
+        with self.assertRaisesRegex(ValueError, "no weights"):
+            load_pretrained(Wrapper(), self.bundle)  # keys lack the "encoder." prefix
+
+    def test_strict_and_logging(self):
+        with self.assertRaisesRegex(RuntimeError, "strict=True"):
+            load_pretrained(Wrapper(), self.bundle, prefix="encoder.", strict=True)
+        with self.assertLogs("monai_cover.weights", level=logging.INFO) as logs:
+            load_pretrained(_unet(), self.bundle)
+        self.assertTrue(any("loaded" in line and "missing" in line for line in logs.output))
+
+    def test_weights_only_and_missing_sources(self):
+        evil = os.path.join(self.tmp.name, "evil.pt")
+        torch.save({"model": self.src.state_dict(), "obj": Wrapper()}, evil)  # a pickled module: refused
+        with self.assertRaises(Exception):
+            load_pretrained(_unet(), evil)
+        with self.assertRaises(FileNotFoundError):
+            resolve_weights_path(os.path.join(self.tmp.name, "nothing"))
+        with self.assertRaises(FileNotFoundError):
+            load_pretrained(_unet(), self.tmp.name)  # a folder without models/model.pt
+
+
+if __name__ == "__main__":
+    unittest.main()
