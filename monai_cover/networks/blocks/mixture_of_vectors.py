@@ -1,45 +1,263 @@
 # SPDX-License-Identifier: Apache-2.0
 """Mixture of vectors (VEU + MVI): the parameter-free op that reads a displacement off two feature maps.
 
-PLACEHOLDER: a plain, exact formulation with autograd; the streaming implementation replaces it.
+For a query ``q`` and a key ``k`` of shape ``(B, C, *S)`` (``d = len(S)`` is 2 or 3), ``C = num_heads * head_dim``,
+every voxel ``p`` and every integer offset ``o`` in the cube ``[-r, r]^d``::
+
+    s_h(p, o) = <q_h(p), k_h(p + o)> / sqrt(head_dim)      only where p + o lies inside the image
+    a_h(p, .) = softmax over the in-image offsets of s_h(p, .)
+    v_h(p)    = sum_o a_h(p, o) * o                          (o as a d-vector, channel i = array axis i)
+    ddf(p)    = mean over heads of v_h(p)                     (in voxels, |ddf|_inf <= r)
+
+Heads are *interleaved*: channel ``c`` belongs to head ``c % num_heads`` (the channels are read as
+``(B, head_dim, num_heads, *S)``). Offsets are enumerated like ``itertools.product(range(-r, r + 1), repeat=d)``
+(first axis slowest). Neighbours outside the image are left out of the softmax (not given a large negative logit),
+so the result is exact under any logit magnitude; the offset ``0`` is always inside, so every softmax is defined.
+
+Implementation: a custom :class:`torch.autograd.Function` with an analytic backward
+(``dlogit = p * (o.g - v_h.g)``, ``dq``/``dk`` from the same per-offset loop). Each offset's dot products are
+computed on the *valid sub-box* only (views, no padding copy, no masks, no host synchronisation). Logits go into a
+buffer of ``chunk`` offsets at a time, ``(B, num_heads, chunk, *S)``, combined with an online (running-max)
+softmax, so the peak memory is ``O(B * C * N)`` plus that buffer (two in the backward) rather than the
+``O(B * heads * K * N)`` of the straightforward form; the default buffer budget is 24 MiB (``chunk_size`` overrides
+it). When all ``K`` offsets fit in one buffer the probabilities are kept for the backward (no recomputation);
+otherwise the backward recomputes them chunk by chunk from the saved log-sum-exp. Saved for the backward: the scaled
+query (a float copy), the key, the per-head displacements and the log-sum-exp. Softmax and accumulations run in
+float32 (float64 for float64 inputs), also under CPU/CUDA autocast (inputs are cast to float32).
+Measured on a 2-core CPU at (2, 32, 32^3) with 4 heads and (1, 8, 64^3) with 1 head, radius 2: about 3x faster
+forward + backward than the per-offset loop with about 0.15x its transient peak memory (``benchmarks/bench_mov.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = ["MixtureOfVectors", "mixture_of_vectors"]
 
+#: bytes allowed for one ``(B, num_heads, chunk, *S)`` logits buffer when ``chunk_size`` is not given.
+_BUFFER_BUDGET = 24 * 2**20
+#: below this many bytes of ``query`` the per-offset logits use product + sum instead of a channel chain.
+_PRODUCT_IN_CACHE = 2 * 2**20
 
-def mixture_of_vectors(query: torch.Tensor, key: torch.Tensor, radius: int = 2, num_heads: int = 1) -> torch.Tensor:
-    """``(B, C, *S)`` query and key -> ``(B, spatial_dims, *S)`` displacement in voxels (float32)."""
-    b, c, *spatial = query.shape
-    d = len(spatial)
-    hd = c // num_heads
-    qh = query.float().reshape(b, hd, num_heads, *spatial) * hd**-0.5
-    kh = key.float().reshape(b, hd, num_heads, *spatial)
-    pad = [radius] * (2 * d)
-    kp = F.pad(kh, pad)
-    valid = F.pad(torch.ones(spatial, dtype=torch.bool, device=query.device), pad)
-    offsets = list(itertools.product(range(-radius, radius + 1), repeat=d))
-    logits = []
-    for o in offsets:
-        window = tuple(slice(radius + oi, radius + oi + si) for oi, si in zip(o, spatial))
-        logit = (qh * kp[(..., *window)]).sum(1)
-        logits.append(logit.masked_fill(~valid[window], float("-inf")))
-    prob = torch.softmax(torch.stack(logits, 2), dim=2)
-    vectors = torch.tensor(offsets, dtype=prob.dtype, device=prob.device)
-    return torch.einsum("bhk...,kd->bhd...", prob, vectors).mean(1)
+
+def _boxes(offset: tuple[int, ...], spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Query and key slices of the sub-box where ``p`` and ``p + offset`` are both inside the image."""
+    qs = tuple(slice(max(0, -o), s - max(0, o)) for o, s in zip(offset, spatial))
+    ks = tuple(slice(max(0, o), s + min(0, o)) for o, s in zip(offset, spatial))
+    return qs, ks
+
+
+def _offset_chunks(radius: int, ndim: int, chunk: int) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """``(start, offsets)`` chunks of the 'ij'-ordered offsets; the chunk holding the zero offset comes first."""
+    offsets = list(itertools.product(range(-radius, radius + 1), repeat=ndim))
+    chunks = [(i, offsets[i : i + chunk]) for i in range(0, len(offsets), chunk)]
+    first = (len(offsets) // 2) // chunk
+    return [chunks[first]] + chunks[:first] + chunks[first + 1 :]
+
+
+def _offset_table(radius: int, ndim: int, like: torch.Tensor) -> torch.Tensor:
+    """``(K, ndim + 1)`` table of the 'ij'-ordered offsets plus a column of ones, built on ``like``'s device."""
+    r = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+    grid = torch.stack(torch.meshgrid(*([r] * ndim), indexing="ij"), -1).reshape(-1, ndim)
+    return torch.cat([grid, torch.ones_like(grid[:, :1])], 1)
+
+
+def _logits(
+    buf: torch.Tensor, qh: torch.Tensor, kh: torch.Tensor, offsets: list[tuple[int, ...]], spatial: tuple[int, ...]
+) -> None:
+    """``buf[:, :, j] = <qh(p), kh(p + o_j)>`` on the valid sub-box and ``-inf`` elsewhere.
+
+    ``qh`` and ``kh`` are ``(B, head_dim, heads, *S)``, ``buf`` is ``(B, heads, len(offsets), *S)``.
+    """
+    lead = (slice(None),) * 3
+    # small volumes: one product + channel sum per offset (fewer launches, the temporary stays in cache);
+    # large ones: a multiply-accumulate chain over the channels (no temporary of size C * N)
+    chained = qh.numel() * qh.element_size() > _PRODUCT_IN_CACHE
+    for j, o in enumerate(offsets):
+        qs, ks = _boxes(o, spatial)
+        plane = buf[:, :, j]
+        for axis, (o_a, s_a) in enumerate(zip(o, spatial)):  # -inf on the shell whose neighbour is outside
+            if o_a:
+                shell = slice(s_a - o_a, None) if o_a > 0 else slice(0, -o_a)
+                plane[(slice(None),) * (2 + axis) + (shell,)] = float("-inf")
+        out = plane[(slice(None), slice(None)) + qs]
+        if not chained:
+            torch.sum(qh[lead + qs] * kh[lead + ks], 1, out=out)
+            continue
+        q_ch = qh[lead + qs].unbind(1)
+        k_ch = kh[lead + ks].unbind(1)
+        torch.mul(q_ch[0], k_ch[0], out=out)
+        for q_c, k_c in zip(q_ch[1:], k_ch[1:]):
+            out.addcmul_(q_c, k_c)
+
+
+class _MixtureOfVectorsFunction(torch.autograd.Function):
+    """``(query, key, radius, num_heads, chunk) -> ddf``; see the module docstring."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, query, key, radius, num_heads, chunk):  # type: ignore[override]
+        dtype = torch.float64 if torch.float64 in (query.dtype, key.dtype) else torch.float32
+        b, c, *spatial = query.shape
+        spatial = tuple(spatial)
+        d, hd, n_vox = len(spatial), c // num_heads, math.prod(spatial)
+        bh = b * num_heads
+        n_off = (2 * radius + 1) ** d
+        chunk = min(chunk, n_off)
+        needs_grad = any(ctx.needs_input_grad[:2])
+        qh = (query.to(dtype) * hd**-0.5).reshape(b, hd, num_heads, *spatial)
+        kh = key.to(dtype).reshape(b, hd, num_heads, *spatial)
+        table = _offset_table(radius, d, qh)
+        storage = qh.new_empty(bh * chunk * n_vox)  # chunks are contiguous prefixes of one buffer
+        m = acc = buf = None
+        for start, offsets in _offset_chunks(radius, d, chunk):
+            n = len(offsets)
+            buf = storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
+            _logits(buf, qh, kh, offsets, spatial)
+            m_chunk = buf.amax(2)
+            if m is None:  # first chunk holds the zero offset: m is finite from here on
+                m = m_chunk
+            else:
+                m_new = torch.maximum(m, m_chunk)
+                alpha = torch.sub(m, m_new).exp_().view(bh, 1, n_vox)
+                m = m_new
+            buf.sub_(m.unsqueeze(2)).exp_()
+            # one GEMM gives sum_o e(o) * o (rows 0..d-1) and sum_o e(o) (row d)
+            part = torch.matmul(table[start : start + n].t(), buf.reshape(bh, n, n_vox))
+            acc = part if acc is None else acc.mul_(alpha).add_(part)
+        total = acc[:, d:]  # (bh, 1, N): sum of exp(logit - m)
+        out_h = (acc[:, :d] / total).view(b, num_heads, d, *spatial)
+        if needs_grad:
+            if chunk == n_off:  # everything fit in one buffer: keep exp(logit - m) and 1 / sum for the backward
+                ctx.save_for_backward(qh, kh, out_h, buf, total.reciprocal().view(b, num_heads, *spatial))
+            else:
+                lse = total.log().view(b, num_heads, *spatial).add_(m)
+                ctx.save_for_backward(qh, kh, out_h, None, lse)
+            ctx.cfg = (radius, chunk)
+        return out_h.mean(1)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    @torch.amp.custom_bwd(device_type="cpu")
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        qh, kh, out_h, kept, stat = ctx.saved_tensors
+        radius, chunk = ctx.cfg
+        b, hd, num_heads, *spatial = qh.shape
+        spatial = tuple(spatial)
+        d, n_vox, bh = len(spatial), math.prod(spatial), b * num_heads
+        g = grad.to(qh.dtype).reshape(b, 1, d, n_vox) / num_heads  # d out / d out_h (mean over heads)
+        # dlogit = p * (o.g - out_h.g): one GEMM of [o, 1] with [g; -out_h.g] per voxel gives the bracket
+        g_aug = qh.new_empty(b, num_heads, d + 1, n_vox)
+        g_aug[:, :, :d] = g
+        torch.sum(out_h.reshape(b, num_heads, d, n_vox) * g, dim=2, out=g_aug[:, :, d])
+        g_aug[:, :, d].neg_()
+        if kept is not None:  # p = kept / sum: fold 1 / sum into the bracket
+            g_aug.mul_(stat.view(b, num_heads, 1, n_vox))
+        g_aug = g_aug.view(bh, d + 1, n_vox)
+        table = _offset_table(radius, d, qh)
+        dqh, dkh = torch.zeros_like(qh), torch.zeros_like(kh)
+        dl_storage = qh.new_empty(bh * chunk * n_vox)
+        prob_storage = qh.new_empty(bh * chunk * n_vox) if kept is None else None
+        lead = (slice(None),) * 3
+        for start, offsets in _offset_chunks(radius, d, chunk):
+            n = len(offsets)
+            if kept is None:
+                prob = prob_storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
+                _logits(prob, qh, kh, offsets, spatial)
+                prob.sub_(stat.unsqueeze(2)).exp_()
+            else:
+                prob = kept
+            dl = dl_storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
+            torch.matmul(table[start : start + n], g_aug, out=dl.view(bh, n, n_vox))
+            dl.mul_(prob)
+            for j, o in enumerate(offsets):
+                qs, ks = _boxes(o, spatial)
+                dl_j = dl[(slice(None), slice(None), j) + qs].unsqueeze(1)
+                dqh[lead + qs].addcmul_(dl_j, kh[lead + ks])
+                dkh[lead + ks].addcmul_(dl_j, qh[lead + qs])
+        dqh.mul_(hd**-0.5)
+        c = hd * num_heads
+        return dqh.view(b, c, *spatial), dkh.view(b, c, *spatial), None, None, None
+
+
+def mixture_of_vectors(
+    query: torch.Tensor, key: torch.Tensor, radius: int = 2, num_heads: int = 1, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Displacement read off ``query`` and ``key`` by the mixture of vectors (see the module docstring).
+
+    Args:
+        query: ``(B, C, *S)`` features of the moving view (2D or 3D spatial shape ``S``).
+        key: ``(B, C, *S)`` features of the fixed view; the neighbour of ``p`` at offset ``o`` is ``key[p + o]``.
+        radius: neighbourhood radius ``r >= 1``: ``(2r + 1)^d`` offsets.
+        num_heads: number of heads; ``C % num_heads == 0``, channel ``c`` belongs to head ``c % num_heads``.
+        chunk_size: offsets per logits buffer. ``None`` picks the largest chunk whose buffer
+            ``B * num_heads * chunk * N`` floats stays within 24 MiB (at least 1 offset).
+
+    Returns:
+        ``(B, d, *S)`` displacement in voxels, channel ``i`` along array axis ``i`` (float32, float64 for float64
+        inputs), with ``|ddf| <= radius``. If ``key(p + e_i) == query(p)`` with peaked features, ``ddf_i(p) = +1``.
+
+    Raises:
+        ValueError: mismatching shapes, a spatial rank other than 2 or 3, ``C`` not divisible by ``num_heads``,
+            ``radius < 1`` or ``chunk_size < 1``.
+    """
+    if query.shape != key.shape:
+        raise ValueError(f"query and key must have the same shape, got {tuple(query.shape)} and {tuple(key.shape)}.")
+    if query.ndim not in (4, 5):
+        raise ValueError(f"query and key must be (B, C, *spatial) with 2 or 3 spatial dims, got {tuple(query.shape)}.")
+    if int(radius) != radius or radius < 1:
+        raise ValueError(f"radius must be an integer >= 1, got {radius}.")
+    if int(num_heads) != num_heads or num_heads < 1 or query.shape[1] % num_heads:
+        raise ValueError(
+            f"the channel count of query/key {tuple(query.shape)} must be divisible by num_heads={num_heads}."
+        )
+    b, _, *spatial = query.shape
+    n_off = (2 * radius + 1) ** len(spatial)
+    if chunk_size is None:
+        chunk_size = _BUFFER_BUDGET // max(1, 4 * b * num_heads * math.prod(spatial))
+    elif int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size}.")
+    chunk = int(min(max(chunk_size, 1), n_off))
+    chunk = -(-n_off // -(-n_off // chunk))  # same number of chunks, sizes as even as possible
+    return _MixtureOfVectorsFunction.apply(query, key, int(radius), int(num_heads), chunk)
 
 
 class MixtureOfVectors(nn.Module):
-    def __init__(self, spatial_dims: int, radius: int = 2, num_heads: int = 1) -> None:
+    """Module form of :func:`mixture_of_vectors` (no parameters).
+
+    Args:
+        spatial_dims: 2 or 3; inputs must be ``(B, C, *S)`` with ``len(S) == spatial_dims``.
+        radius: neighbourhood radius ``r >= 1`` (COVER's default 2; the paper's ablation prefers 3).
+        num_heads: number of interleaved heads (``C % num_heads == 0``).
+        chunk_size: offsets per logits buffer (``None``: automatic, bounded memory); see :func:`mixture_of_vectors`.
+
+    ``forward(query, key)`` returns the ``(B, spatial_dims, *S)`` displacement in voxels.
+    """
+
+    def __init__(self, spatial_dims: int, radius: int = 2, num_heads: int = 1, chunk_size: int | None = None) -> None:
         super().__init__()
-        self.spatial_dims, self.radius, self.num_heads = spatial_dims, radius, num_heads
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if int(radius) != radius or radius < 1:
+            raise ValueError(f"radius must be an integer >= 1, got {radius}.")
+        if int(num_heads) != num_heads or num_heads < 1:
+            raise ValueError(f"num_heads must be an integer >= 1, got {num_heads}.")
+        self.spatial_dims, self.radius, self.num_heads, self.chunk_size = spatial_dims, radius, num_heads, chunk_size
 
     def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        return mixture_of_vectors(query, key, self.radius, self.num_heads)
+        if query.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"expected (B, C, *spatial) inputs with {self.spatial_dims} spatial dims, "
+                f"got query {tuple(query.shape)}."
+            )
+        return mixture_of_vectors(query, key, self.radius, self.num_heads, self.chunk_size)
+
+    def extra_repr(self) -> str:
+        return f"spatial_dims={self.spatial_dims}, radius={self.radius}, num_heads={self.num_heads}"
