@@ -35,6 +35,7 @@ import math
 
 import torch
 import torch.nn as nn
+from monai.data import MetaTensor
 from torch.autograd.function import once_differentiable
 
 __all__ = ["MixtureOfVectors", "mixture_of_vectors"]
@@ -226,6 +227,8 @@ def mixture_of_vectors(
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size}.")
     chunk = int(min(max(chunk_size, 1), n_off))
     chunk = -(-n_off // -(-n_off // chunk))  # same number of chunks, sizes as even as possible
+    # MetaTensor's new_empty does not take the sizes the Function passes; the result carries no meta anyway.
+    query, key = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (query, key))
     return _MixtureOfVectorsFunction.apply(query, key, int(radius), int(num_heads), chunk)
 
 

@@ -213,5 +213,12 @@ class TestMixtureOfVectors(unittest.TestCase):
             MixtureOfVectors(3, radius=0)
 
 
+    def test_metatensor_inputs_give_plain_result(self):
+        from monai.data import MetaTensor
+
+        q, k = torch.randn(1, 8, 5, 6, 4), torch.randn(1, 8, 5, 6, 4)
+        out = MixtureOfVectors(3, num_heads=2)(MetaTensor(q), MetaTensor(k))
+        torch.testing.assert_close(out, mixture_of_vectors(q, k, num_heads=2))
+
 if __name__ == "__main__":
     unittest.main()
