@@ -7,6 +7,7 @@ baseline needs no pretext data of its own (it uses COVER's ``RandCoverPaird`` pa
 
 from __future__ import annotations
 
+from .methods import METHODS, PretrainMethod, build_method, build_method_transform
 from .pcrlv2 import PCRLv2CropD, PCRLv2Cropd, PCRLv2CropDict, PCRLv2Net, default_corruption
 from .registry import PRETEXT_TASKS, PretextPrepareBatch, PretextTask, build_pretext
 from .utils import as_pyramid, box_intersection, box_iou, crop_resize, global_pool, run_backbone_on_views
@@ -33,4 +34,8 @@ __all__ = [
     "PretextPrepareBatch",
     "PretextTask",
     "build_pretext",
+    "METHODS",
+    "PretrainMethod",
+    "build_method",
+    "build_method_transform",
 ]

@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Select one of the four pretraining methods by name, for a bundle or a training script.
+
+``build_method(name, backbone, ...)`` returns a :py:class:`PretrainMethod` with the method's random
+``transform``, ``network``, ``loss``, ``prepare_batch``, ``parameters()`` (network *and* loss heads) and
+``model`` (what a checkpoint saves), all around the same ``backbone`` (a pyramid such as
+:py:class:`~monai_cover.networks.FeaturePyramid`):
+
+- ``"cover"``: the given COVER components (``cover_net``, ``cover_loss``, ``cover_prepare_batch``,
+  ``pair_transform``) unchanged;
+- ``"voxel_infonce"``: the same pairs, ``cover_net`` and ``cover_prepare_batch``, with
+  :py:class:`~monai_cover.losses.voxel_infonce.VoxelInfoNCELoss` (with a projection head on the
+  backbone's finest level) as the loss;
+- ``"pcrlv2"``, ``"voco"``: :py:func:`~monai_cover.pretext.registry.build_pretext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from monai_cover.pretext.registry import PretextTask
+
+__all__ = ["METHODS", "PretrainMethod", "build_method", "build_method_transform"]
+
+#: the names :py:func:`build_method` accepts
+METHODS = ("cover", "voxel_infonce", "pcrlv2", "voco")
+
+
+@dataclass
+class PretrainMethod(PretextTask):
+    """What a pretraining loop needs for one method (COVER or a baseline), plus what its checkpoint saves."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The trained modules for a checkpoint: the network alone when the loss has no parameters (COVER),
+        else a ``ModuleDict`` of ``network`` and ``loss``."""
+        if next(iter(self.loss.parameters()), None) is None and not list(self.loss.buffers()):
+            return self.network
+        return torch.nn.ModuleDict({"network": self.network, "loss": self.loss})
+
+
+def build_method_transform(name: str, pair_transform: Any = None, transform_kwargs: Mapping[str, Any] | None = None):
+    """The random transform of method ``name`` (needs no network): ``pair_transform`` (a ``RandCoverPaird``) for
+    ``cover`` and ``voxel_infonce``, ``PCRLv2Cropd(**transform_kwargs)`` / ``VoCoCropd(**transform_kwargs)`` for
+    ``pcrlv2`` / ``voco``."""
+    name = str(name)
+    if name not in METHODS:
+        raise ValueError(f"build_method_transform: unknown method {name!r}; known: {list(METHODS)}.")
+    if name in ("cover", "voxel_infonce"):
+        if pair_transform is None:
+            raise ValueError(f"build_method_transform: method {name!r} needs pair_transform (a RandCoverPaird).")
+        return pair_transform
+    if name == "pcrlv2":
+        from monai_cover.pretext.pcrlv2 import PCRLv2Cropd
+
+        return PCRLv2Cropd(**dict(transform_kwargs or {}))
+    from monai_cover.pretext.voco import VoCoCropd
+
+    return VoCoCropd(**dict(transform_kwargs or {}))
+
+
+def build_method(
+    name: str,
+    backbone: torch.nn.Module,
+    cover_net: torch.nn.Module | None = None,
+    cover_loss: torch.nn.Module | None = None,
+    cover_prepare_batch: Any = None,
+    pair_transform: Any = None,
+    transform: Any = None,
+    in_channels: int = 1,
+    transform_kwargs: Mapping[str, Any] | None = None,
+    loss_kwargs: Mapping[str, Any] | None = None,
+) -> PretrainMethod:
+    """Build the pretraining method ``name`` (one of :py:data:`METHODS`) around ``backbone``.
+
+    Args:
+        name: ``"cover"``, ``"voxel_infonce"``, ``"pcrlv2"`` or ``"voco"``.
+        backbone: maps ``(N, in_channels, *S)`` to a pyramid (coarse to fine), exposing ``out_channels``.
+        cover_net: the ``CoverNet`` on ``backbone`` (needed by ``cover`` and ``voxel_infonce``).
+        cover_loss: the ``CoverLoss`` (needed by ``cover``).
+        cover_prepare_batch: the ``CoverPrepareBatch`` (needed by ``cover`` and ``voxel_infonce``).
+        pair_transform: the ``RandCoverPaird`` (needed by ``cover`` and ``voxel_infonce`` unless ``transform``
+            is given).
+        transform: the method's random transform, e.g. from :py:func:`build_method_transform` (default: built
+            from ``pair_transform`` / ``transform_kwargs``).
+        in_channels: image channels (PCRLv2 restores them).
+        transform_kwargs: arguments of the pretext crop transform (``pcrlv2``/``voco``; ignored otherwise).
+        loss_kwargs: arguments of the loss (``voxel_infonce``/``pcrlv2``/``voco``; ignored for ``cover``).
+    """
+    name = str(name)
+    if name not in METHODS:
+        raise ValueError(f"build_method: unknown method {name!r}; known: {list(METHODS)}.")
+    if transform is None:
+        transform = build_method_transform(name, pair_transform, transform_kwargs)
+    if name in ("cover", "voxel_infonce"):
+        needed = {"cover_net": cover_net, "cover_prepare_batch": cover_prepare_batch}
+        if name == "cover":
+            needed["cover_loss"] = cover_loss
+        missing = [k for k, v in needed.items() if v is None]
+        if missing:
+            raise ValueError(f"build_method: method {name!r} needs {missing}.")
+        if name == "cover":
+            return PretrainMethod(name, transform, cover_net, cover_loss, cover_prepare_batch)
+        from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
+
+        kwargs = dict(loss_kwargs or {})
+        if "in_channels" not in kwargs:
+            channels = getattr(backbone, "out_channels", None)
+            if not isinstance(channels, (tuple, list)):
+                raise ValueError("build_method: voxel_infonce needs loss_kwargs['in_channels'] or a backbone exposing "
+                                 f"out_channels (coarse to fine); got {channels!r}.")
+            kwargs["in_channels"] = int(channels[-1])
+        return PretrainMethod(name, transform, cover_net, VoxelInfoNCELoss(**kwargs), cover_prepare_batch)
+    from monai_cover.pretext.registry import build_pretext
+
+    task = build_pretext(name, backbone, in_channels=in_channels, transform_kwargs=transform_kwargs,
+                         loss_kwargs=loss_kwargs)
+    return PretrainMethod(name, transform, task.network, task.loss, task.prepare_batch)
