@@ -156,13 +156,13 @@ def overlap_mask(ddf: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_ddf(ddf: torch.Tensor, spatial_size: Sequence[int], scale: float = 2.0) -> torch.Tensor:
-    """Bring a coarse field to a finer grid: values times ``scale`` (units of the finer grid), then
-    linear interpolation with corners aligned to ``spatial_size``.
+    """Bring a field to another grid, usually a finer one: values times ``scale`` (units of the new grid),
+    then linear interpolation with corners aligned to ``spatial_size``.
 
     Args:
         ddf: ``(B, spatial_dims, *coarse)`` in coarse-grid voxels.
-        spatial_size: the finer grid's spatial shape.
-        scale: voxel-size ratio coarse/fine (2 for a pyramid level).
+        spatial_size: the new grid's spatial shape.
+        scale: voxel-size ratio old/new (2 from one pyramid level to the next finer one).
 
     Returns:
         ``(B, spatial_dims, *spatial_size)`` in fine-grid voxels.

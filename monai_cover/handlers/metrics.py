@@ -40,11 +40,7 @@ def _ddf_at(ddf: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
     """``ddf`` (B, D, *S') on the grid ``spatial`` (values rescaled to that grid's voxels)."""
     if tuple(ddf.shape[2:]) == tuple(spatial):
         return ddf
-    scale = spatial[0] / ddf.shape[2]
-    if scale > 1:
-        return upsample_ddf(ddf, spatial, scale=scale)
-    mode = "bilinear" if ddf.ndim == 4 else "trilinear"
-    return F.interpolate(ddf * scale, size=tuple(spatial), mode=mode, align_corners=True)
+    return upsample_ddf(ddf, spatial, scale=spatial[0] / ddf.shape[2])
 
 
 def _mask_at(overlap: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
