@@ -195,20 +195,6 @@ def make_unet(cfg: dict) -> torch.nn.Module:
     return BasicUNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, features=tuple(cfg["features"]))
 
 
-class TwoViewFeatures(torch.nn.Module):
-    """The backbone on both views of a COVER pair (one batched pass), finest features only: the input of
-    :class:`~monai_cover.losses.VoxelInfoNCELoss` without running COVER's head (which that loss ignores)."""
-
-    def __init__(self, backbone: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = view_a.shape[0]
-        finest = self.backbone(torch.cat([view_a, view_b], 0))[-1]
-        return {"features_a": finest[:b], "features_b": finest[b:]}
-
-
 def _plain(x: Any) -> torch.Tensor:
     x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
     return x.float() if x.is_floating_point() else x
@@ -216,7 +202,7 @@ def _plain(x: Any) -> torch.Tensor:
 
 def build_method(method: str, cfg: dict, pair_kwargs: dict) -> dict:
     """``{transform, network, loss, params, backbone, inputs(batch) -> (args, target)}`` for one method."""
-    from monai_cover.networks import CoverNet, FeaturePyramid
+    from monai_cover.networks import CoverNet, FeaturePyramid, TwoViewFeatures
     from monai_cover.pretext import build_pretext
     from monai_cover.transforms import RandCoverPaird
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from .adapters import FeaturePyramid, default_pyramid_layers
 from .blocks import CoverProjection, MixtureOfVectors, mixture_of_vectors
-from .nets import CoverHead, CoverNet, PyramidUNet, crop_pyramid, default_num_heads, pad_to_divisible
+from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, crop_pyramid, default_num_heads, pad_to_divisible
 
 __all__ = [
+    "TwoViewFeatures",
     "FeaturePyramid",
     "default_pyramid_layers",
     "CoverProjection",

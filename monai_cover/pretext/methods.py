@@ -8,7 +8,8 @@
 
 - ``"cover"``: the given COVER components (``cover_net``, ``cover_loss``, ``cover_prepare_batch``,
   ``pair_transform``) unchanged;
-- ``"voxel_infonce"``: the same pairs, ``cover_net`` and ``cover_prepare_batch``, with
+- ``"voxel_infonce"``: the same pairs and ``cover_prepare_batch``, the backbone through
+  :py:class:`~monai_cover.networks.TwoViewFeatures` (no DDF head), with
   :py:class:`~monai_cover.losses.voxel_infonce.VoxelInfoNCELoss` (with a projection head on the
   backbone's finest level) as the loss;
 - ``"pcrlv2"``, ``"voco"``: :py:func:`~monai_cover.pretext.registry.build_pretext`.
@@ -80,7 +81,8 @@ def build_method(
     Args:
         name: ``"cover"``, ``"voxel_infonce"``, ``"pcrlv2"`` or ``"voco"``.
         backbone: maps ``(N, in_channels, *S)`` to a pyramid (coarse to fine), exposing ``out_channels``.
-        cover_net: the ``CoverNet`` on ``backbone`` (needed by ``cover`` and ``voxel_infonce``).
+        cover_net: the ``CoverNet`` on ``backbone`` (needed by ``cover``; ``voxel_infonce`` runs the backbone
+            alone through :py:class:`~monai_cover.networks.TwoViewFeatures`).
         cover_loss: the ``CoverLoss`` (needed by ``cover``).
         cover_prepare_batch: the ``CoverPrepareBatch`` (needed by ``cover`` and ``voxel_infonce``).
         pair_transform: the ``RandCoverPaird`` (needed by ``cover`` and ``voxel_infonce`` unless ``transform``
@@ -97,15 +99,16 @@ def build_method(
     if transform is None:
         transform = build_method_transform(name, pair_transform, transform_kwargs)
     if name in ("cover", "voxel_infonce"):
-        needed = {"cover_net": cover_net, "cover_prepare_batch": cover_prepare_batch}
+        needed = {"cover_prepare_batch": cover_prepare_batch}
         if name == "cover":
-            needed["cover_loss"] = cover_loss
+            needed.update(cover_net=cover_net, cover_loss=cover_loss)
         missing = [k for k, v in needed.items() if v is None]
         if missing:
             raise ValueError(f"build_method: method {name!r} needs {missing}.")
         if name == "cover":
             return PretrainMethod(name, transform, cover_net, cover_loss, cover_prepare_batch)
         from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
+        from monai_cover.networks.nets.cover_net import TwoViewFeatures
 
         kwargs = dict(loss_kwargs or {})
         if "in_channels" not in kwargs:
@@ -114,7 +117,9 @@ def build_method(
                 raise ValueError("build_method: voxel_infonce needs loss_kwargs['in_channels'] or a backbone exposing "
                                  f"out_channels (coarse to fine); got {channels!r}.")
             kwargs["in_channels"] = int(channels[-1])
-        return PretrainMethod(name, transform, cover_net, VoxelInfoNCELoss(**kwargs), cover_prepare_batch)
+        # the features alone: the loss never reads COVER's ddf, so its head would be computed for nothing
+        network = TwoViewFeatures(backbone)
+        return PretrainMethod(name, transform, network, VoxelInfoNCELoss(**kwargs), cover_prepare_batch)
     from monai_cover.pretext.registry import build_pretext
 
     task = build_pretext(name, backbone, in_channels=in_channels, transform_kwargs=transform_kwargs,

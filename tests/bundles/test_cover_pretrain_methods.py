@@ -42,3 +42,6 @@ def test_pretrain_method_override(method, volumes, tmp_path):
     ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
     assert any(k.startswith("loss.") for k in ckpt["model"]), "the loss's heads are not checkpointed"
+    if method == "voxel_infonce":  # the features alone: no COVER head is built or trained
+        assert not any(k.startswith("network.head.") for k in ckpt["model"]), sorted(ckpt["model"])[:5]
+        assert any(k.startswith("network.backbone.") for k in ckpt["model"])

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from .cover_head import CoverHead, Coverhead, coverhead, default_num_heads
-from .cover_net import CoverNet, Covernet, covernet
+from .cover_net import CoverNet, Covernet, TwoViewFeatures, covernet
 from .pyramid_unet import PyramidUNet, Pyramidunet, crop_pyramid, pad_to_divisible, pyramidunet
 
 __all__ = [
+    "TwoViewFeatures",
     "CoverHead",
     "Coverhead",
     "coverhead",

@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 
 from monai_cover.networks.nets.cover_head import CoverHead
 
-__all__ = ["CoverNet", "Covernet", "covernet"]
+__all__ = ["CoverNet", "Covernet", "covernet", "TwoViewFeatures"]
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,55 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
-class CoverNet(nn.Module):
+class TwoViewFeatures(nn.Module):
+    """``backbone`` on both views of a COVER pair in one batched pass: ``forward(view_a, view_b)`` ->
+    ``{"features_a", "features_b"}``, the finest backbone features ``(B, C_finest, *S)`` of each view.
+
+    What an objective that reads features only needs (e.g. :py:class:`monai_cover.losses.VoxelInfoNCELoss`),
+    without the cost of COVER's head; :py:class:`CoverNet` adds the head on top of the same pass.
+
+    Args:
+        backbone: a module mapping ``(B, C, *S)`` to a list of feature maps coarse to fine (or one tensor) whose
+            finest level has the input's spatial size.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def backbone_state_dict(self) -> OrderedDict[str, torch.Tensor]:
+        """The backbone's weights alone (for a ``FeaturePyramid``: the stock network's keys, no prefix)."""
+        return self.backbone.state_dict()
+
+    def pyramids(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The backbone pyramids (coarse to fine) of ``view_a`` and ``view_b`` ``(B, C, *S)``, from one batched pass."""
+        name = type(self).__name__
+        if view_a.shape != view_b.shape:
+            raise ValueError(
+                f"{name}: view_a {tuple(view_a.shape)} and view_b {tuple(view_b.shape)} must have the same shape."
+            )
+        if view_a.ndim < 3:
+            raise ValueError(f"{name}: views must be (B, C, *spatial), got {tuple(view_a.shape)}.")
+        view_a, view_b = _plain(view_a), _plain(view_b)
+        batch = view_a.shape[0]
+        pyramid = self.backbone(torch.cat([view_a, view_b], dim=0))
+        if isinstance(pyramid, torch.Tensor):
+            pyramid = [pyramid]
+        features_a = [f[:batch] for f in pyramid]
+        features_b = [f[batch:] for f in pyramid]
+        if tuple(features_b[-1].shape[2:]) != tuple(view_a.shape[2:]):
+            raise ValueError(
+                f"{name}: the finest backbone level {tuple(features_b[-1].shape)} must have the views' spatial "
+                f"size {tuple(view_a.shape[2:])}."
+            )
+        return features_a, features_b
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        features_a, features_b = self.pyramids(view_a, view_b)
+        return {"features_a": features_a[-1], "features_b": features_b[-1]}
+
+
+class CoverNet(TwoViewFeatures):
     """``backbone`` + :py:class:`CoverHead`: ``forward(view_a, view_b)`` -> ``{"ddf", "features_a", "features_b"}``.
 
     Both views go through the backbone in one batched pass (concatenated along the batch axis), the pyramid is
@@ -48,7 +96,7 @@ class CoverNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: CoverHead | nn.Module | None = None, **head_kwargs: Any) -> None:
-        super().__init__()
+        super().__init__(backbone)
         if head is None:
             out_channels = getattr(backbone, "out_channels", None)
             spatial_dims = getattr(backbone, "spatial_dims", None)
@@ -60,12 +108,7 @@ class CoverNet(nn.Module):
             head = CoverHead(int(spatial_dims), tuple(out_channels), **head_kwargs)
         elif head_kwargs:
             raise ValueError(f"CoverNet: head_kwargs {sorted(head_kwargs)} are only used when head is None.")
-        self.backbone = backbone
         self.head = head
-
-    def backbone_state_dict(self) -> OrderedDict[str, torch.Tensor]:
-        """The backbone's weights alone (for a ``FeaturePyramid``: the stock network's keys, no prefix)."""
-        return self.backbone.state_dict()
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """
@@ -78,24 +121,7 @@ class CoverNet(nn.Module):
             view_a(p + ddf(p))``, the ground truth's convention), ``"features_a"`` and ``"features_b"``: the finest
             backbone features ``(B, C_finest, *S)`` of each view.
         """
-        if view_a.shape != view_b.shape:
-            raise ValueError(
-                f"CoverNet: view_a {tuple(view_a.shape)} and view_b {tuple(view_b.shape)} must have the same shape."
-            )
-        if view_a.ndim < 3:
-            raise ValueError(f"CoverNet: views must be (B, C, *spatial), got {tuple(view_a.shape)}.")
-        view_a, view_b = _plain(view_a), _plain(view_b)
-        batch = view_a.shape[0]
-        pyramid = self.backbone(torch.cat([view_a, view_b], dim=0))
-        if isinstance(pyramid, torch.Tensor):
-            pyramid = [pyramid]
-        features_a = [f[:batch] for f in pyramid]
-        features_b = [f[batch:] for f in pyramid]
-        if tuple(features_b[-1].shape[2:]) != tuple(view_a.shape[2:]):
-            raise ValueError(
-                f"CoverNet: the finest backbone level {tuple(features_b[-1].shape)} must have the views' spatial "
-                f"size {tuple(view_a.shape[2:])}."
-            )
+        features_a, features_b = self.pyramids(view_a, view_b)
         ddf = self.head(features_a, features_b)
         return {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
 

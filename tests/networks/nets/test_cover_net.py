@@ -5,7 +5,7 @@ import unittest
 
 import torch
 
-from monai_cover.networks.nets import CoverHead, CoverNet, PyramidUNet
+from monai_cover.networks.nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures
 
 
 class TestCoverNet(unittest.TestCase):
@@ -40,6 +40,25 @@ class TestCoverNet(unittest.TestCase):
             CoverNet(PyramidUNet(2, channels=(4, 8)), CoverHead(2, (8, 4)), radius=3)
         with self.assertRaisesRegex(ValueError, "out_channels"):
             CoverNet(torch.nn.Identity())
+
+
+class TestTwoViewFeatures(unittest.TestCase):
+    def test_same_features_as_cover_net_without_a_head(self):
+        torch.manual_seed(0)
+        backbone = PyramidUNet(spatial_dims=2, in_channels=1, channels=(4, 8, 8, 8, 8))
+        cover, features = CoverNet(backbone), TwoViewFeatures(backbone)
+        a, b = torch.rand(2, 1, 20, 18), torch.rand(2, 1, 20, 18)
+        with torch.no_grad():
+            full, light = cover(a, b), features(a, b)
+        self.assertEqual(sorted(light), ["features_a", "features_b"])
+        torch.testing.assert_close(light["features_a"], full["features_a"])
+        torch.testing.assert_close(light["features_b"], full["features_b"])
+        self.assertEqual(set(features.state_dict()), {f"backbone.{k}" for k in backbone.state_dict()})
+
+    def test_shape_mismatch_names_the_class(self):
+        net = TwoViewFeatures(PyramidUNet(spatial_dims=2, in_channels=1, channels=(4, 8, 8, 8, 8)))
+        with self.assertRaisesRegex(ValueError, r"TwoViewFeatures: view_a \(1, 1, 16, 16\)"):
+            net(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 17))
 
 
 if __name__ == "__main__":
