@@ -36,7 +36,7 @@ Protocol
   seeded identically for all methods); scratch = the same seeded init with nothing loaded. AdamW, DiceCE,
   ``ft_steps`` steps of ``ft_batch`` patches drawn from the k (intensity jitter only). Nothing is tuned on the
   evaluation half; the hyper-parameters are fixed per profile before running.
-- **Diagnostics**: :func:`monai_cover.diagnostics.dispersion_report` of each pretrained backbone's finest
+- **Diagnostics**: :func:`monai_cover.metrics.dispersion.dispersion_report` of each pretrained backbone's finest
   features (and of the random init) on the evaluation half: intra/inter-class cosine, ratio, gap, effective rank.
 
 Limitations (also written into ``report.md``)
@@ -203,7 +203,7 @@ def _plain(x: Any) -> torch.Tensor:
 def build_method(method: str, cfg: dict, pair_kwargs: dict) -> dict:
     """``{transform, network, loss, params, backbone, inputs(batch) -> (args, target)}`` for one method."""
     from monai_cover.networks import CoverNet, FeaturePyramid, TwoViewFeatures
-    from monai_cover.pretext import build_pretext
+    from monai_cover.baselines import build_pretext
     from monai_cover.transforms import RandCoverPaird
 
     crop = (cfg["crop"],) * 3
@@ -391,7 +391,7 @@ def finetune_and_evaluate(cfg: dict, state: dict | None, task: dict, boxes: list
 
 def diagnostics(cfg: dict, state: dict | None, task: dict, seed: int, device: torch.device) -> dict:
     """Over-dispersion of the backbone's finest features on the evaluation half (random init for ``None``)."""
-    from monai_cover.diagnostics import dispersion_report
+    from monai_cover.metrics.dispersion import dispersion_report
     from monai_cover.networks import FeaturePyramid
 
     net = _init_segmenter(cfg, state, seed)
@@ -452,7 +452,7 @@ def _mean_diag(per_seed: dict) -> dict:
 
 
 def write_report(out: Path, results: dict) -> None:
-    from monai_cover.diagnostics import format_dispersion
+    from monai_cover.metrics.dispersion import format_dispersion
 
     cfg, summary, ks = results["config"], results["summary"], results["config"]["ks"]
     inits = [i for i in INITS if summary.get(i)]

@@ -155,14 +155,18 @@ def overlap_mask(ddf: torch.Tensor) -> torch.Tensor:
     return mask[0] if unbatched else mask
 
 
-def upsample_ddf(ddf: torch.Tensor, spatial_size: Sequence[int], scale: float = 2.0) -> torch.Tensor:
+def upsample_ddf(
+    ddf: torch.Tensor, spatial_size: Sequence[int], scale: float | Sequence[float] | None = 2.0
+) -> torch.Tensor:
     """Bring a field to another grid, usually a finer one: values times ``scale`` (units of the new grid),
-    then linear interpolation with corners aligned to ``spatial_size``.
+    then linear interpolation with corners aligned to ``spatial_size``. The one field resize of the package.
 
     Args:
         ddf: ``(B, spatial_dims, *coarse)`` in coarse-grid voxels.
         spatial_size: the new grid's spatial shape.
-        scale: voxel-size ratio old/new (2 from one pyramid level to the next finer one).
+        scale: voxel-size ratio old/new, one for all axes (2 from one pyramid level to the next finer one)
+            or one per axis (channel ``i`` is multiplied by ``scale[i]``); ``None`` takes the size ratio
+            ``spatial_size[i] / coarse[i]`` of each axis.
 
     Returns:
         ``(B, spatial_dims, *spatial_size)`` in fine-grid voxels.
@@ -173,8 +177,21 @@ def upsample_ddf(ddf: torch.Tensor, spatial_size: Sequence[int], scale: float = 
             f"upsample_ddf: ddf must be (B, spatial_dims, H, W[, D]) and spatial_size of length spatial_dims, "
             f"got ddf {tuple(ddf.shape)} and spatial_size {tuple(spatial_size)}."
         )
+    size = tuple(int(s) for s in spatial_size)
+    if scale is None:
+        scale = [n / c for n, c in zip(size, ddf.shape[2:])]
+    if isinstance(scale, Sequence):
+        if len(scale) != spatial_dims:
+            raise ValueError(f"upsample_ddf: scale must have {spatial_dims} entries (one per axis), got {scale}.")
+        if len(set(float(v) for v in scale)) == 1:
+            scale = float(scale[0])
+        else:
+            scale = torch.tensor([float(v) for v in scale], dtype=ddf.dtype, device=ddf.device)
+            scale = scale.view(1, -1, *([1] * spatial_dims))
+    if tuple(ddf.shape[2:]) == size:
+        return ddf * scale
     mode = "bilinear" if spatial_dims == 2 else "trilinear"
-    return F.interpolate(ddf * scale, size=tuple(int(s) for s in spatial_size), mode=mode, align_corners=True)
+    return F.interpolate(ddf * scale, size=size, mode=mode, align_corners=True)
 
 
 def capture_range(radius: int = 2, levels: int = 5) -> int:

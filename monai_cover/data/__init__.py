@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Data helpers for the bundles: a SimpleITK image reader for MONAI's ``LoadImage``, datalist
-discovery for ``dataset_dir``, per-modality intensity scaling, and the embedded real demo volumes."""
+discovery for ``dataset_dir``, and the embedded real demo volumes. (Per-modality intensity scaling is a
+transform: :py:class:`monai_cover.transforms.ScaleIntensityByModalityd`.)"""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from .demo import (
     demo_pretrain_datalist,
     demo_segmentation_datalist,
 )
-from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd
 from .readers import SITK_SUFFIXES, SimpleITKReader
 
 __all__ = [
     "DEMO_VOLUMES",
-    "INTENSITY_MODES",
     "SITK_SUFFIXES",
     "VOLUME_SUFFIXES",
-    "ScaleIntensityByModalityd",
     "SimpleITKReader",
     "chest_ct_label_names",
     "demo_available",
@@ -30,3 +28,14 @@ __all__ = [
     "get_datalist",
     "split_datalist",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("ScaleIntensityByModalityd", "INTENSITY_MODES"):
+        import warnings
+
+        from monai_cover import transforms
+
+        warnings.warn(f"monai_cover.data.{name} moved to monai_cover.transforms.{name}.", DeprecationWarning, stacklevel=2)
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,7 +97,7 @@ def get_datalist(
         labels: segmentation data: items need a ``label`` (the demo becomes the labelled chest CT,
             a plain folder must be in Decathlon layout ``imagesTr``/``labelsTr``).
         modality: ``"CT"`` or ``"MR"`` stored in items that have no ``modality`` of their own
-            (``"unknown"`` when not given; read by :py:class:`ScaleIntensityByModalityd` in ``"auto"`` mode).
+            (``"unknown"`` when not given; read by :py:class:`~monai_cover.transforms.ScaleIntensityByModalityd` in ``"auto"`` mode).
 
     Returns:
         ``{"training": [{"image": ..., ["label": ...,] ...}], "validation": [...]}``.

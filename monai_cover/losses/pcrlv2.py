@@ -5,7 +5,7 @@ Source: H.-Y. Zhou, C. Lu, C. Chen, S. Yang, Y. Yu, "A Unified Visual Informatio
 Framework for Self-supervised Pre-training in Medical Image Analysis" (PCRLv2), IEEE TPAMI 2023;
 the siamese term is SimSiam's (X. Chen & K. He, "Exploring Simple Siamese Representation
 Learning", CVPR 2021). Written from the papers; crops and the backbone wrapper are in
-:py:mod:`monai_cover.pretext.pcrlv2`.
+:py:mod:`monai_cover.baselines.pcrlv2`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from monai.networks.layers.factories import Conv
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_cover.pretext.utils import global_pool, reduce_per_sample
+from monai_cover.losses.utils import reduce_per_sample
+from monai_cover.networks.utils import global_pool
 
 __all__ = ["PCRLv2Loss", "simsiam_similarity", "cosine_beta"]
 

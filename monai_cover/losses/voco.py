@@ -4,7 +4,7 @@
 Source: L. Wu, J. Zhuang, H. Chen, "VoCo: A Simple-yet-Effective Volume Contrastive Learning
 Framework for 3D Medical Image Analysis", CVPR 2024. Written from the paper (the released code's
 split into positive/negative terms is followed; its EMA teacher, absent from the paper, is not
-included). Crops, position targets and the backbone wrapper are in :py:mod:`monai_cover.pretext.voco`.
+included). Crops, position targets and the backbone wrapper are in :py:mod:`monai_cover.baselines.voco`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_cover.pretext.utils import reduce_per_sample
+from monai_cover.losses.utils import reduce_per_sample
 
 __all__ = ["VoCoLoss", "VoCoProjection"]
 
@@ -52,7 +52,7 @@ class VoCoLoss(_Loss):
 
     With ``q_i`` the (projected) feature of base crop ``i``, ``p_k`` that of random crop ``k``, the
     predicted position logits ``l_{k,i} = ReLU(cos(p_k, q_i))`` and the targets ``y_{k,i}`` (overlap
-    fractions, :py:func:`~monai_cover.pretext.voco.voco_position_labels`), per volume::
+    fractions, :py:func:`~monai_cover.baselines.voco.voco_position_labels`), per volume::
 
         L_pos = mean_k [ −Σ_i y_{k,i} log(1 − |y_{k,i} − l_{k,i}|) / Σ_i y_{k,i} ]
         L_neg = mean over (k, i) with y_{k,i} = 0 of l_{k,i}²            (0 when there is none)

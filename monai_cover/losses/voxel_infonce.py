@@ -17,7 +17,7 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import identity_grid, overlap_mask, warp
-from monai_cover.pretext.utils import reduce_per_sample
+from monai_cover.losses.utils import reduce_per_sample
 
 __all__ = ["VoxelInfoNCELoss", "VoxelProjectionHead", "sample_overlap_voxels", "voxel_nt_xent"]
 

@@ -4,12 +4,14 @@ wrapper, and the adapter that turns a stock MONAI network into a feature-pyramid
 
 from __future__ import annotations
 
-from .adapters import FeaturePyramid, default_pyramid_layers
+from .adapters import FeatureLevel, FeaturePyramid, default_pyramid_layers
 from .blocks import CoverProjection, MixtureOfVectors, mixture_of_vectors
-from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, crop_pyramid, default_num_heads, pad_to_divisible
+from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, default_num_heads
+from .utils import as_pyramid, crop_pyramid, global_pool, pad_to_divisible, run_backbone_on_views
 
 __all__ = [
     "TwoViewFeatures",
+    "FeatureLevel",
     "FeaturePyramid",
     "default_pyramid_layers",
     "CoverProjection",
@@ -21,4 +23,7 @@ __all__ = [
     "crop_pyramid",
     "default_num_heads",
     "pad_to_divisible",
+    "as_pyramid",
+    "global_pool",
+    "run_backbone_on_views",
 ]

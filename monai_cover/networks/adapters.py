@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_cover.networks.nets.pyramid_unet import crop_pyramid, pad_to_divisible
+from monai_cover.networks.utils import crop_pyramid, pad_to_divisible
 
-__all__ = ["FeaturePyramid", "default_pyramid_layers"]
+__all__ = ["FeaturePyramid", "FeatureLevel", "default_pyramid_layers"]
 
 _PREFIX = "network."
 
@@ -113,7 +113,7 @@ class FeaturePyramid(nn.Module):
     ``layers`` (submodule names, coarse to fine) as a list.
 
     The input is padded at the end of each axis to a multiple of ``size_divisible`` and every level is cropped back
-    (:py:func:`~monai_cover.networks.nets.pyramid_unet.crop_pyramid`), so the finest level of a U-Net has the input
+    (:py:func:`~monai_cover.networks.utils.crop_pyramid`), so the finest level of a U-Net has the input
     size and the pyramid halves exactly. The network's own output (e.g. logits) is computed and discarded; its
     final layer receives no gradient (use ``find_unused_parameters=True`` with DistributedDataParallel).
 
@@ -241,3 +241,23 @@ class FeaturePyramid(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={list(self.layers)}, out_channels={self.out_channels}, size_divisible={self.size_divisible}"
+
+
+class FeatureLevel(nn.Module):
+    """One level of a feature pyramid as a plain ``image -> tensor`` network (for feature extraction and
+    ``verify_net_in_out``).
+
+    Args:
+        pyramid: a module returning a list/tuple of feature maps (coarse to fine), e.g.
+            ``monai_cover.networks.FeaturePyramid``.
+        level: index into that list; ``-1`` (default) is the finest, full-resolution map.
+    """
+
+    def __init__(self, pyramid: nn.Module, level: int = -1) -> None:
+        super().__init__()
+        self.pyramid = pyramid
+        self.level = int(level)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pyramid(x)
+        return out[self.level] if isinstance(out, (list, tuple)) else out

@@ -1,41 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Data and backbone wrappers of the baseline pretext tasks (PCRLv2-style, VoCo-style).
-
-Their losses live in :py:mod:`monai_cover.losses` (``PCRLv2Loss``, ``VoCoLoss``); the voxel InfoNCE
-baseline needs no pretext data of its own (it uses COVER's ``RandCoverPaird`` pairs).
-"""
+"""Deprecated alias of :py:mod:`monai_cover.baselines` and :py:mod:`monai_cover.methods` (the old home of the
+baseline pretext tasks and of ``build_method``). Kept so that bundle configs written before the move still run."""
 
 from __future__ import annotations
 
-from .methods import METHODS, PretrainMethod, build_method, build_method_transform
-from .pcrlv2 import PCRLv2CropD, PCRLv2Cropd, PCRLv2CropDict, PCRLv2Net, default_corruption
-from .registry import PRETEXT_TASKS, PretextPrepareBatch, PretextTask, build_pretext
-from .utils import as_pyramid, box_intersection, box_iou, crop_resize, global_pool, run_backbone_on_views
-from .voco import VoCoCropD, VoCoCropd, VoCoCropDict, VoCoNet, voco_position_labels
+import warnings
+
+from monai_cover.baselines import *  # noqa: F401,F403
+from monai_cover.baselines import __all__ as _baselines_all
+from monai_cover.engines import KeysPrepareBatch as PretextPrepareBatch
+from monai_cover.methods import METHODS, PretrainMethod, build_method, build_method_transform
+from monai_cover.networks.utils import as_pyramid, global_pool, run_backbone_on_views
 
 __all__ = [
-    "PCRLv2Cropd",
-    "PCRLv2CropD",
-    "PCRLv2CropDict",
-    "PCRLv2Net",
-    "default_corruption",
-    "VoCoCropd",
-    "VoCoCropD",
-    "VoCoCropDict",
-    "VoCoNet",
-    "voco_position_labels",
-    "as_pyramid",
-    "box_intersection",
-    "box_iou",
-    "crop_resize",
-    "global_pool",
-    "run_backbone_on_views",
-    "PRETEXT_TASKS",
+    *_baselines_all,
     "PretextPrepareBatch",
-    "PretextTask",
-    "build_pretext",
     "METHODS",
     "PretrainMethod",
     "build_method",
     "build_method_transform",
+    "as_pyramid",
+    "global_pool",
+    "run_backbone_on_views",
 ]
+
+warnings.warn(
+    "monai_cover.pretext is deprecated: the baselines moved to monai_cover.baselines, build_method to "
+    "monai_cover.methods, as_pyramid/global_pool/run_backbone_on_views to monai_cover.networks.utils and "
+    "PretextPrepareBatch to monai_cover.engines.KeysPrepareBatch.",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -4,6 +4,7 @@
 - :py:class:`RandCoverPair` (array) / :py:class:`RandCoverPaird` (dictionary, aliases ``RandCoverPairD``,
   ``RandCoverPairDict``): one image -> ``view_a``, ``view_b``, ``ddf``, ``overlap``.
 - :py:class:`RandCoverAppearance`: the appearance augmentation alone.
+- :py:class:`ScaleIntensityByModalityd`: a CT HU window or MRI percentiles, per modality.
 - :py:mod:`.spatial`: deterministic spatial field and resampling given :py:class:`SpatialParams`.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .appearance import AppearanceParams, RandCoverAppearance, apply_appearance
 from .array import CoverPair, RandCoverPair, check_cover_image
 from .dictionary import RandCoverPairD, RandCoverPairDict, RandCoverPaird
+from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd
 from .spatial import (
     DEFAULT_MAX_DISPLACEMENT,
     SpatialParams,
@@ -33,6 +35,8 @@ __all__ = [
     "RandCoverPaird",
     "RandCoverPairD",
     "RandCoverPairDict",
+    "INTENSITY_MODES",
+    "ScaleIntensityByModalityd",
     "DEFAULT_MAX_DISPLACEMENT",
     "SpatialParams",
     "SpatialRanges",

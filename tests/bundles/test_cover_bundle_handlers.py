@@ -9,7 +9,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from monai_cover.bundle_utils import FeatureLevel, bundle_path, export_bundle
+from monai_cover.bundle import bundle_path, export_bundle
+from monai_cover.networks import FeatureLevel
 from monai_cover.handlers import (
     DDFEndPointError,
     GradientClipHandler,

@@ -62,7 +62,7 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
 def test_finetune_refuses_incomplete_pretrained_weights(pretrain_run, tmp_path):
     from monai.networks.nets import BasicUNet
 
-    from monai_cover.bundle_utils import load_backbone_weights
+    from monai_cover.bundle import load_backbone_weights
 
     # another backbone definition (wider first level): shapes differ, so loading must fail loudly
     net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3, features=(6, 4, 8, 8, 16, 8))

@@ -17,8 +17,8 @@ import torch
 from monai.data import NibabelReader
 from monai.transforms import LoadImaged
 
+from monai_cover.transforms import ScaleIntensityByModalityd
 from monai_cover.data import (
-    ScaleIntensityByModalityd,
     SimpleITKReader,
     demo_available,
     find_volumes,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .cover_head import CoverHead, Coverhead, coverhead, default_num_heads
 from .cover_net import CoverNet, Covernet, TwoViewFeatures, covernet
-from .pyramid_unet import PyramidUNet, Pyramidunet, crop_pyramid, pad_to_divisible, pyramidunet
+from .pyramid_unet import PyramidUNet, Pyramidunet, pyramidunet
 
 __all__ = [
     "TwoViewFeatures",
@@ -17,6 +17,4 @@ __all__ = [
     "PyramidUNet",
     "Pyramidunet",
     "pyramidunet",
-    "crop_pyramid",
-    "pad_to_divisible",
 ]

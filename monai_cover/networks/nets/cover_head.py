@@ -163,11 +163,7 @@ class CoverHead(nn.Module):
 
     def _up(self, ddf: torch.Tensor, coarse: Sequence[int], fine: Sequence[int]) -> torch.Tensor:
         """``ddf`` on the ``coarse`` grid -> the ``fine`` grid, in fine voxels."""
-        scale = _level_scale(coarse, fine)
-        if len(set(scale)) == 1:
-            return upsample_ddf(ddf, fine, scale=scale[0])
-        per_axis = torch.tensor(scale, dtype=ddf.dtype, device=ddf.device).view(1, -1, *([1] * self.spatial_dims))
-        return upsample_ddf(ddf * per_axis, fine, scale=1.0)
+        return upsample_ddf(ddf, fine, scale=_level_scale(coarse, fine))
 
     def forward(self, features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor]) -> torch.Tensor:
         """

@@ -1,10 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """COVER's reference backbone: a U-Net that returns its feature pyramid (bottleneck + decoder outputs).
 
-Also the padding helpers shared with :py:class:`monai_cover.networks.FeaturePyramid`: pad the input at the
-*end* of every spatial axis to a multiple of the network's total stride, run, then crop every pyramid level
-back to ``ceil(size * level_size / padded_size)``. Voxel ``0`` of every level stays voxel ``0``, each level keeps
-the exact x2 geometry of the padded pyramid, and the finest level has the input's size.
+Inputs of any size are padded to the total stride and the pyramid cropped back with
+:py:func:`monai_cover.networks.utils.pad_to_divisible` / :py:func:`~monai_cover.networks.utils.crop_pyramid`.
 """
 
 from __future__ import annotations
@@ -18,54 +16,9 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from monai.utils import ensure_tuple_rep
 
-__all__ = ["PyramidUNet", "Pyramidunet", "pyramidunet", "pad_to_divisible", "crop_pyramid"]
+from monai_cover.networks.utils import crop_pyramid, pad_to_divisible
 
-
-def pad_to_divisible(
-    x: torch.Tensor, divisor: int | Sequence[int], mode: str = "constant", value: float = 0.0
-) -> torch.Tensor:
-    """Pad the spatial axes of ``x`` ``(B, C, *S)`` at their end to the next multiple of ``divisor``.
-
-    Args:
-        x: batched input.
-        divisor: one int for all axes or one per spatial axis (``>= 1``).
-        mode: ``torch.nn.functional.pad`` mode: ``"constant"`` (``value``), ``"replicate"``, ``"reflect"``.
-        value: fill value of ``"constant"``.
-
-    Returns:
-        ``x`` itself when no padding is needed, else the padded tensor.
-    """
-    spatial = tuple(x.shape[2:])
-    div = ensure_tuple_rep(divisor, len(spatial))
-    if min(int(d) for d in div) < 1:
-        raise ValueError(f"pad_to_divisible: divisor must be >= 1, got {divisor}.")
-    extra = [(-s) % int(d) for s, d in zip(spatial, div)]
-    if not any(extra):
-        return x
-    pads: list[int] = []
-    for e in reversed(extra):  # F.pad takes the last axis first
-        pads += [0, e]
-    if mode == "constant":
-        return F.pad(x, pads, mode="constant", value=value)
-    if mode == "reflect" and any(e >= s for e, s in zip(extra, spatial)):
-        mode = "replicate"  # reflect needs a pad smaller than the axis
-    return F.pad(x, pads, mode=mode)
-
-
-def crop_pyramid(
-    levels: Sequence[torch.Tensor], spatial_size: Sequence[int], padded_size: Sequence[int]
-) -> list[torch.Tensor]:
-    """Crop every level computed on a grid padded from ``spatial_size`` to ``padded_size`` back to the part that
-    covers the unpadded input: ``ceil(spatial_size * level_size / padded_size)`` voxels from the start of each axis.
-    """
-    if tuple(spatial_size) == tuple(padded_size):
-        return list(levels)
-    out = []
-    for f in levels:
-        size = f.shape[2:]
-        keep = [max(1, -(-int(s) * int(n) // int(p))) for s, n, p in zip(spatial_size, size, padded_size)]
-        out.append(f[(slice(None), slice(None)) + tuple(slice(0, k) for k in keep)])
-    return out
+__all__ = ["PyramidUNet", "Pyramidunet", "pyramidunet"]
 
 
 class PyramidUNet(nn.Module):

@@ -7,7 +7,8 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from monai_cover.networks.nets import PyramidUNet, crop_pyramid, pad_to_divisible
+from monai_cover.networks.nets import PyramidUNet
+from monai_cover.networks.utils import crop_pyramid, pad_to_divisible
 
 SMALL = (4, 8, 8, 16, 16)
 

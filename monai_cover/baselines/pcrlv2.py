@@ -33,14 +33,8 @@ from monai.transforms import (
     Randomizable,
 )
 
-from monai_cover.pretext.utils import (
-    Box,
-    SingleImageCropd,
-    as_channel_first_image,
-    box_iou,
-    crop_resize,
-    run_backbone_on_views,
-)
+from monai_cover.baselines.utils import Box, SingleImageCropd, as_channel_first_image, box_iou, crop_resize
+from monai_cover.networks.utils import run_backbone_on_views
 
 __all__ = ["PCRLv2Cropd", "PCRLv2CropD", "PCRLv2CropDict", "PCRLv2Net", "default_corruption"]
 
@@ -186,7 +180,7 @@ class PCRLv2Net(torch.nn.Module):
 
     Args:
         backbone: maps ``(N, C, *S)`` to a feature pyramid (list of ``(N, C_l, *S_l)`` maps, coarse to
-            fine; a tensor or mapping is read with :py:func:`~monai_cover.pretext.utils.as_pyramid`).
+            fine; a tensor or mapping is read with :py:func:`~monai_cover.networks.utils.as_pyramid`).
             The same backbone as COVER's, e.g. the U-Net whose decoder levels COVER uses.
         pyramid_key: key of the pyramid when the backbone returns a mapping.
 

@@ -9,17 +9,17 @@ from monai.utils import set_determinism
 
 from monai_cover.losses.pcrlv2 import PCRLv2Loss
 from monai_cover.losses.voco import VoCoLoss
-from monai_cover.pretext import (
+from monai_cover.baselines import (
     PCRLv2Cropd,
     PCRLv2Net,
     VoCoCropd,
     VoCoNet,
-    as_pyramid,
     box_intersection,
     box_iou,
     crop_resize,
     voco_position_labels,
 )
+from monai_cover.networks.utils import as_pyramid
 
 
 class ToyPyramid(torch.nn.Module):

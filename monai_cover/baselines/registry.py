@@ -21,34 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.engines import PrepareBatch
 
-__all__ = ["PretextPrepareBatch", "PretextTask", "PRETEXT_TASKS", "build_pretext"]
+from monai_cover.baselines.pcrlv2 import PCRLv2Cropd, PCRLv2Net
+from monai_cover.baselines.voco import VoCoCropd, VoCoNet
+from monai_cover.engines import KeysPrepareBatch
+from monai_cover.losses.pcrlv2 import PCRLv2Loss
+from monai_cover.losses.voco import VoCoLoss
 
-
-class PretextPrepareBatch(PrepareBatch):
-    """``(inputs, targets, args, kwargs)`` for MONAI's ``SupervisedTrainer`` from a batch dict.
-
-    ``inputs`` is ``batch[input_keys[0]]``, the other input keys become positional ``args`` of the
-    network, and ``targets`` is ``{key: batch[key]}`` for ``target_keys`` (what the loss reads).
-    """
-
-    def __init__(self, input_keys: Sequence[str], target_keys: Sequence[str]) -> None:
-        if not input_keys:
-            raise ValueError("PretextPrepareBatch: input_keys must name at least one batch key.")
-        self.input_keys, self.target_keys = list(input_keys), list(target_keys)
-
-    def __call__(self, batchdata: Mapping[str, Any], device=None, non_blocking: bool = False, **kwargs: Any):
-        missing = [k for k in self.input_keys + self.target_keys if k not in batchdata]
-        if missing:
-            raise KeyError(f"PretextPrepareBatch: batch lacks keys {missing} (has {sorted(batchdata)}).")
-
-        def move(t: Any) -> Any:
-            return t.to(device=device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
-
-        inputs = [move(batchdata[k]) for k in self.input_keys]
-        targets = {k: move(batchdata[k]) for k in self.target_keys}
-        return inputs[0], targets, tuple(inputs[1:]), {}
+__all__ = ["PretextTask", "PRETEXT_TASKS", "build_pretext"]
 
 
 @dataclass
@@ -59,7 +39,7 @@ class PretextTask:
     transform: Any
     network: torch.nn.Module
     loss: torch.nn.Module
-    prepare_batch: PretextPrepareBatch
+    prepare_batch: KeysPrepareBatch
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         yield from self.network.parameters()
@@ -67,22 +47,16 @@ class PretextTask:
 
 
 def _pcrlv2(backbone, pyramid_channels, in_channels, spatial_dims, transform_kwargs, loss_kwargs) -> PretextTask:
-    from monai_cover.losses.pcrlv2 import PCRLv2Loss
-    from monai_cover.pretext.pcrlv2 import PCRLv2Cropd, PCRLv2Net
-
     return PretextTask(
         "pcrlv2",
         PCRLv2Cropd(**transform_kwargs),
         PCRLv2Net(backbone),
         PCRLv2Loss(in_channels=pyramid_channels, out_channels=in_channels, spatial_dims=spatial_dims, **loss_kwargs),
-        PretextPrepareBatch(["pcrlv2_global_input", "pcrlv2_local_input"], ["pcrlv2_global_target"]),
+        KeysPrepareBatch(["pcrlv2_global_input", "pcrlv2_local_input"], ["pcrlv2_global_target"]),
     )
 
 
 def _voco(backbone, pyramid_channels, in_channels, spatial_dims, transform_kwargs, loss_kwargs) -> PretextTask:
-    from monai_cover.losses.voco import VoCoLoss
-    from monai_cover.pretext.voco import VoCoCropd, VoCoNet
-
     levels = loss_kwargs.pop("levels", None)
     width = sum(pyramid_channels[i] for i in (levels if levels is not None else range(len(pyramid_channels))))
     loss_kwargs.setdefault("in_channels", width)
@@ -91,7 +65,7 @@ def _voco(backbone, pyramid_channels, in_channels, spatial_dims, transform_kwarg
         VoCoCropd(**transform_kwargs),
         VoCoNet(backbone, levels=levels),
         VoCoLoss(**loss_kwargs),
-        PretextPrepareBatch(["voco_base", "voco_random"], ["voco_labels"]),
+        KeysPrepareBatch(["voco_base", "voco_random"], ["voco_labels"]),
     )
 
 

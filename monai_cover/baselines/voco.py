@@ -25,14 +25,8 @@ from typing import Any
 import torch
 from monai.config import KeysCollection
 
-from monai_cover.pretext.utils import (
-    SingleImageCropd,
-    as_channel_first_image,
-    box_intersection,
-    crop_resize,
-    global_pool,
-    run_backbone_on_views,
-)
+from monai_cover.baselines.utils import SingleImageCropd, as_channel_first_image, box_intersection, crop_resize
+from monai_cover.networks.utils import global_pool, run_backbone_on_views
 
 __all__ = ["VoCoCropd", "VoCoCropD", "VoCoCropDict", "VoCoNet", "voco_position_labels"]
 
@@ -138,7 +132,7 @@ class VoCoNet(torch.nn.Module):
 
     Args:
         backbone: maps ``(N, C, *S)`` to a pyramid (list of maps coarse to fine, a tensor or a mapping;
-            see :py:func:`~monai_cover.pretext.utils.as_pyramid`).
+            see :py:func:`~monai_cover.networks.utils.as_pyramid`).
         levels: pyramid levels to pool (indices; default all).
         pyramid_key: key of the pyramid when the backbone returns a mapping.
 

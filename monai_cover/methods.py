@@ -12,7 +12,7 @@
   :py:class:`~monai_cover.networks.TwoViewFeatures` (no DDF head), with
   :py:class:`~monai_cover.losses.voxel_infonce.VoxelInfoNCELoss` (with a projection head on the
   backbone's finest level) as the loss;
-- ``"pcrlv2"``, ``"voco"``: :py:func:`~monai_cover.pretext.registry.build_pretext`.
+- ``"pcrlv2"``, ``"voco"``: :py:func:`~monai_cover.baselines.registry.build_pretext`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from typing import Any
 
 import torch
 
-from monai_cover.pretext.registry import PretextTask
+from monai_cover.baselines.pcrlv2 import PCRLv2Cropd
+from monai_cover.baselines.registry import PretextTask, build_pretext
+from monai_cover.baselines.voco import VoCoCropd
+from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
+from monai_cover.networks.nets.cover_net import TwoViewFeatures
 
 __all__ = ["METHODS", "PretrainMethod", "build_method", "build_method_transform"]
 
@@ -56,11 +60,7 @@ def build_method_transform(name: str, pair_transform: Any = None, transform_kwar
             raise ValueError(f"build_method_transform: method {name!r} needs pair_transform (a RandCoverPaird).")
         return pair_transform
     if name == "pcrlv2":
-        from monai_cover.pretext.pcrlv2 import PCRLv2Cropd
-
         return PCRLv2Cropd(**dict(transform_kwargs or {}))
-    from monai_cover.pretext.voco import VoCoCropd
-
     return VoCoCropd(**dict(transform_kwargs or {}))
 
 
@@ -107,9 +107,6 @@ def build_method(
             raise ValueError(f"build_method: method {name!r} needs {missing}.")
         if name == "cover":
             return PretrainMethod(name, transform, cover_net, cover_loss, cover_prepare_batch)
-        from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
-        from monai_cover.networks.nets.cover_net import TwoViewFeatures
-
         kwargs = dict(loss_kwargs or {})
         if "in_channels" not in kwargs:
             channels = getattr(backbone, "out_channels", None)
@@ -120,8 +117,6 @@ def build_method(
         # the features alone: the loss never reads COVER's ddf, so its head would be computed for nothing
         network = TwoViewFeatures(backbone)
         return PretrainMethod(name, transform, network, VoxelInfoNCELoss(**kwargs), cover_prepare_batch)
-    from monai_cover.pretext.registry import build_pretext
-
     task = build_pretext(name, backbone, in_channels=in_channels, transform_kwargs=transform_kwargs,
                          loss_kwargs=loss_kwargs)
     return PretrainMethod(name, transform, task.network, task.loss, task.prepare_batch)

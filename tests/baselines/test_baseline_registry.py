@@ -11,7 +11,7 @@ from monai.transforms import Compose, DeleteItemsd
 from monai.utils import set_determinism
 from parameterized import parameterized
 
-from monai_cover.pretext import PRETEXT_TASKS, build_pretext
+from monai_cover.baselines import PRETEXT_TASKS, build_pretext
 
 
 class TinyPyramid(torch.nn.Module):

@@ -6,7 +6,7 @@ import unittest
 
 import torch
 
-from monai_cover.diagnostics import (
+from monai_cover.metrics.dispersion import (
     _has_collapse,
     dispersion_report,
     effective_rank,

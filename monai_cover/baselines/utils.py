@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers shared by the baseline pretext tasks: boxes, crop-and-resize, and reading a backbone's pyramid.
+"""Helpers shared by the baseline pretext tasks: boxes, crop-and-resize, the single-image crop base.
 
 Boxes are ``(start, size)`` pairs of integer tuples in voxels of the image's spatial axes
 (``H, W[, D]`` order, as everywhere in monai_cover).
@@ -8,25 +8,21 @@ Boxes are ``(start, size)`` pairs of integer tuples in voxels of the image's spa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
-from monai.utils import LossReduction, TransformBackends
+from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
     "box_intersection",
     "box_iou",
     "crop_resize",
-    "as_pyramid",
-    "run_backbone_on_views",
-    "global_pool",
     "as_channel_first_image",
     "SingleImageCropd",
-    "reduce_per_sample",
 ]
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -59,7 +55,7 @@ def crop_resize(image: torch.Tensor, box: Box, out_size: Sequence[int] | None = 
         raise ValueError(f"crop_resize: box {box} does not match image of shape {tuple(image.shape)}.")
     if any(s < 0 or z < 1 or s + z > n for s, z, n in zip(start, size, spatial)):
         raise ValueError(f"crop_resize: box {box} is not inside the image's spatial shape {spatial}.")
-    img = image.as_tensor() if hasattr(image, "as_tensor") else image
+    img = convert_to_tensor(image, track_meta=False)
     crop = img[(slice(None), *(slice(s, s + z) for s, z in zip(start, size)))]
     if not crop.is_floating_point():
         crop = crop.float()
@@ -70,51 +66,6 @@ def crop_resize(image: torch.Tensor, box: Box, out_size: Sequence[int] | None = 
         raise ValueError(f"crop_resize: out_size {out_size} must have {len(spatial)} entries.")
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
     return F.interpolate(crop[None], size=out_size, mode=mode, align_corners=False)[0]
-
-
-def as_pyramid(output, key: str | None = None) -> list[torch.Tensor]:
-    """Read a backbone output as a feature pyramid: a list of ``(B, C_l, *S_l)`` maps, coarse to fine.
-
-    Accepts a list/tuple of tensors (taken as coarse to fine), a single tensor (a one-level pyramid),
-    or a mapping: ``output[key]`` when ``key`` is given, else the mapping's tensor values in order.
-    """
-    if isinstance(output, Mapping):
-        if key is not None:
-            if key not in output:
-                raise KeyError(f"as_pyramid: key {key!r} not in backbone output keys {sorted(output)}.")
-            output = output[key]
-        else:
-            output = [v for v in output.values() if isinstance(v, torch.Tensor)]
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, (list, tuple)) and output and all(isinstance(t, torch.Tensor) for t in output):
-        return list(output)
-    raise TypeError(
-        "as_pyramid: the backbone must return a tensor, a list/tuple of tensors (coarse to fine) or a mapping of "
-        f"them, got {type(output).__name__}."
-    )
-
-
-def run_backbone_on_views(
-    backbone: torch.nn.Module, views: torch.Tensor, pyramid_key: str | None = None
-) -> list[list[torch.Tensor]]:
-    """Run ``backbone`` once on every view of a ``(B, V, C, *S)`` stack and split the pyramid back per view.
-
-    Returns ``V`` pyramids, each a list of ``(B, C_l, *S_l)`` maps, coarse to fine.
-    """
-    if views.ndim < 4:
-        raise ValueError(f"run_backbone_on_views: views must be (B, V, C, *S), got {tuple(views.shape)}.")
-    b, v = views.shape[:2]
-    pyramid = as_pyramid(backbone(views.reshape(b * v, *views.shape[2:])), pyramid_key)
-    per_level = [level.reshape(b, v, *level.shape[1:]) for level in pyramid]
-    return [[level[:, i] for level in per_level] for i in range(v)]
-
-
-def global_pool(feature: torch.Tensor) -> torch.Tensor:
-    """Global average pooling of ``(B, C, *S)`` to ``(B, C)``."""
-    if feature.ndim < 3:
-        raise ValueError(f"global_pool: expected (B, C, *S), got {tuple(feature.shape)}.")
-    return feature.flatten(2).mean(dim=2)
 
 
 def as_channel_first_image(
@@ -128,15 +79,6 @@ def as_channel_first_image(
         raise ValueError(f"{owner}: {key!r} must be (C, *S) with {spatial_dims} spatial dims to match {size_name} "
                          f"{tuple(size)}, got {tuple(image.shape)}.")
     return image
-
-
-def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Apply a MONAI ``LossReduction`` to per-sample (or per-anchor) loss values ``(B,)``."""
-    if reduction == LossReduction.MEAN.value:
-        return values.mean()
-    if reduction == LossReduction.SUM.value:
-        return values.sum()
-    return values
 
 
 class SingleImageCropd(RandomizableTransform, MapTransform):

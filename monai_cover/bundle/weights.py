@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Loading pretrained backbone weights in a bundle's ``initialize``, with a report file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from monai_cover.bundle.distributed import is_rank_zero
+from monai_cover.weights import load_pretrained
+
+__all__ = ["load_backbone_weights"]
+
+
+def load_backbone_weights(
+    network: torch.nn.Module,
+    source,
+    exclude: str | Sequence[str] | None = None,
+    report_file: str | os.PathLike | None = None,
+    require_all: bool = True,
+    **kwargs,
+):
+    """:py:func:`monai_cover.load_pretrained` for a bundle's ``initialize``: load ``source`` (a pretraining
+    output/bundle folder or a ``model.pt``) into ``network``, write the report as JSON to ``report_file``
+    (rank 0), and with ``require_all`` raise ``RuntimeError`` unless EVERY destination key outside
+    ``exclude`` was loaded (no missing, shape-mismatched or unexpected keys).
+
+    Returns:
+        the :py:class:`~monai_cover.weights.LoadReport`.
+    """
+    report = load_pretrained(network, source, exclude=exclude, **kwargs)
+    if report_file is not None and is_rank_zero():
+        Path(report_file).parent.mkdir(parents=True, exist_ok=True)
+        content = {
+            "source": report.source,
+            "num_loaded": len(report.loaded),
+            "num_network_keys": len(network.state_dict()),
+            "loaded": report.loaded,
+            "missing": report.missing,
+            "unexpected": report.unexpected,
+            "mismatched": {k: [list(a), list(b)] for k, (a, b) in report.mismatched.items()},
+            "excluded": report.excluded,
+        }
+        with open(report_file, "w") as f:
+            json.dump(content, f, indent=2)
+    if require_all and (report.missing or report.mismatched or report.unexpected):
+        raise RuntimeError(
+            f"pretrained backbone weights did not load completely ({report}): missing {report.missing[:10]}, "
+            f"mismatched {dict(list(report.mismatched.items())[:10])}, unexpected {report.unexpected[:10]}. "
+            "Check that the fine-tuning network uses the same backbone definition (features, in_channels) "
+            "as the pretraining run."
+        )
+    return report
