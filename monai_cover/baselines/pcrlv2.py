@@ -19,11 +19,13 @@ Data (per volume, :py:class:`PCRLv2Cropd`):
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.utils import convert_to_tensor
 from monai.transforms import (
     Compose,
     RandAdjustContrast,
@@ -36,7 +38,20 @@ from monai.transforms import (
 from monai_cover.baselines.utils import Box, SingleImageCropd, as_channel_first_image, box_iou, crop_resize
 from monai_cover.networks.utils import run_backbone_on_views
 
-__all__ = ["PCRLv2Cropd", "PCRLv2CropD", "PCRLv2CropDict", "PCRLv2Net", "default_corruption"]
+__all__ = ["PCRLv2Cropd", "PCRLv2CropD", "PCRLv2CropDict", "PCRLv2CropParams", "PCRLv2Net", "default_corruption"]
+
+
+@dataclass
+class PCRLv2CropParams:
+    """One draw of :py:class:`PCRLv2Cropd`: boxes ``(start, size)`` in input voxels, flipped axes (of the
+    ``(C, *S)`` crop) per crop, and the seed of each crop's corruption (``None``: not random)."""
+
+    global_boxes: list[Box]
+    local_boxes: list[Box]
+    global_flips: list[tuple[int, ...]]
+    local_flips: list[tuple[int, ...]]
+    global_seeds: list[int | None]
+    local_seeds: list[int | None]
 
 
 def default_corruption(spatial_dims: int = 3, shuffle: bool = True) -> Compose:
@@ -126,18 +141,11 @@ class PCRLv2Cropd(SingleImageCropd):
         start = [r0 + int(self.R.randint(0, rs - z + 1)) for r0, rs, z in zip(r_start, r_size, size)]
         return tuple(start), tuple(size)
 
-    def _flip(self, crop: torch.Tensor) -> torch.Tensor:
-        axes = [i + 1 for i in range(crop.ndim - 1) if self.R.uniform() < self.flip_prob]
-        return torch.flip(crop, axes) if axes else crop
+    def _flip_axes(self, spatial_dims: int) -> tuple[int, ...]:
+        return tuple(i + 1 for i in range(spatial_dims) if self.R.uniform() < self.flip_prob)
 
-    def _corrupt(self, corruption: Any, crop: torch.Tensor) -> torch.Tensor:
-        if corruption is None:
-            return crop.clone()
-        if isinstance(corruption, Randomizable):
-            corruption.set_random_state(seed=int(self.R.randint(np.iinfo(np.int32).max)))
-        out = corruption(crop)
-        out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
-        return out.to(torch.float32)
+    def _corruption_seed(self, corruption: Any) -> int | None:
+        return int(self.R.randint(np.iinfo(np.int32).max)) if isinstance(corruption, Randomizable) else None
 
     def sample_boxes(self, spatial_shape: Sequence[int]) -> tuple[list[Box], list[Box]]:
         """Draw the two global boxes and the local boxes for an image of ``spatial_shape``."""
@@ -150,25 +158,57 @@ class PCRLv2Cropd(SingleImageCropd):
             second = self._box(spatial, self.global_scale)
         lo = [min(a, b) for a, b in zip(first[0], second[0])]
         hi = [max(a + za, b + zb) for a, za, b, zb in zip(first[0], first[1], second[0], second[1])]
-        union = (tuple(lo), tuple(h - l for h, l in zip(hi, lo)))
+        union = (tuple(lo), tuple(top - low for top, low in zip(hi, lo)))
         locals_ = [self._box(spatial, self.local_scale, union) for _ in range(self.num_local)]
         return [first, second], locals_
+
+    def randomize(self, spatial_shape: Sequence[int]) -> PCRLv2CropParams:
+        """Draw every random choice for an image of ``spatial_shape``: boxes, flips, corruption seeds."""
+        globals_, locals_ = self.sample_boxes(spatial_shape)
+        dims = len(self.global_size)
+        global_flips = [self._flip_axes(dims) for _ in globals_]
+        global_seeds = [self._corruption_seed(self.global_corruption) for _ in globals_]
+        local_flips, local_seeds = [], []
+        for _ in locals_:
+            local_flips.append(self._flip_axes(dims))
+            local_seeds.append(self._corruption_seed(self.local_corruption))
+        return PCRLv2CropParams(globals_, locals_, global_flips, local_flips, global_seeds, local_seeds)
+
+    @staticmethod
+    def _corrupt(corruption: Any, crop: torch.Tensor, seed: int | None) -> torch.Tensor:
+        if corruption is None:
+            return crop.clone()
+        if seed is not None:
+            corruption.set_random_state(seed=seed)
+        return convert_to_tensor(corruption(crop), track_meta=False).to(torch.float32)
+
+    def apply(self, image: torch.Tensor, params: PCRLv2CropParams) -> dict[str, torch.Tensor]:
+        """The crops of ``image`` ``(C, *S)`` for drawn ``params`` (deterministic), keyed without the prefix."""
+
+        def crop(box: Box, size: tuple[int, ...], axes: tuple[int, ...]) -> torch.Tensor:
+            out = crop_resize(image, box, size)
+            return torch.flip(out, axes) if axes else out
+
+        targets = [crop(b, self.global_size, f) for b, f in zip(params.global_boxes, params.global_flips)]
+        inputs = [self._corrupt(self.global_corruption, t, s) for t, s in zip(targets, params.global_seeds)]
+        local = [
+            self._corrupt(self.local_corruption, crop(b, self.local_size, f), s)
+            for b, f, s in zip(params.local_boxes, params.local_flips, params.local_seeds)
+        ]
+        return {
+            "global_target": torch.stack(targets),
+            "global_input": torch.stack(inputs),
+            "local_input": torch.stack(local) if local else torch.zeros(0, image.shape[0], *self.local_size),
+            "global_boxes": torch.tensor([[b[0], b[1]] for b in params.global_boxes], dtype=torch.long),
+        }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             dims = len(self.global_size)
             image = as_channel_first_image(d[key], dims, "PCRLv2Cropd", key, "global_size", self.global_size)
-            globals_, locals_ = self.sample_boxes(image.shape[1:])
-            targets = [self._flip(crop_resize(image, box, self.global_size)) for box in globals_]
-            d[f"{self.prefix}global_target"] = torch.stack(targets)
-            d[f"{self.prefix}global_input"] = torch.stack([self._corrupt(self.global_corruption, t) for t in targets])
-            loc = [self._corrupt(self.local_corruption, self._flip(crop_resize(image, box, self.local_size)))
-                   for box in locals_]
-            d[f"{self.prefix}local_input"] = (
-                torch.stack(loc) if loc else torch.zeros(0, image.shape[0], *self.local_size)
-            )
-            d[f"{self.prefix}global_boxes"] = torch.tensor([[b[0], b[1]] for b in globals_], dtype=torch.long)
+            crops = self.apply(image, self.randomize(image.shape[1:]))
+            d.update({f"{self.prefix}{name}": value for name, value in crops.items()})
         return d
 
 

@@ -98,8 +98,8 @@ class VoCoCropd(SingleImageCropd):
                 boxes.append((tuple(start), tuple(tile)))
         return boxes
 
-    def sample_random_boxes(self, spatial_shape: Sequence[int]) -> list:
-        """``num_random`` boxes of the base size, uniformly inside the tiled region (from ``self.R``)."""
+    def randomize(self, spatial_shape: Sequence[int]) -> list:
+        """Draw ``num_random`` boxes of the base size, uniformly inside the tiled region (from ``self.R``)."""
         tile = self.base_boxes(spatial_shape)[0][1]
         boxes = []
         for _ in range(self.num_random):
@@ -109,15 +109,24 @@ class VoCoCropd(SingleImageCropd):
             boxes.append((tuple(start), tuple(tile)))
         return boxes
 
+    sample_random_boxes = randomize
+
+    def apply(self, image: torch.Tensor, random_boxes: Sequence) -> dict[str, torch.Tensor]:
+        """The crops of ``image`` ``(C, *S)`` and their position labels for drawn ``random_boxes``
+        (deterministic), keyed without the prefix."""
+        bases = self.base_boxes(image.shape[1:])
+        return {
+            "base": torch.stack([crop_resize(image, b, self.roi_size) for b in bases]),
+            "random": torch.stack([crop_resize(image, b, self.roi_size) for b in random_boxes]),
+            "labels": voco_position_labels(random_boxes, bases),
+        }
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             image = as_channel_first_image(d[key], len(self.roi_size), "VoCoCropd", key, "roi_size", self.roi_size)
-            bases = self.base_boxes(image.shape[1:])
-            randoms = self.sample_random_boxes(image.shape[1:])
-            d[f"{self.prefix}base"] = torch.stack([crop_resize(image, b, self.roi_size) for b in bases])
-            d[f"{self.prefix}random"] = torch.stack([crop_resize(image, b, self.roi_size) for b in randoms])
-            d[f"{self.prefix}labels"] = voco_position_labels(randoms, bases)
+            crops = self.apply(image, self.randomize(image.shape[1:]))
+            d.update({f"{self.prefix}{name}": value for name, value in crops.items()})
         return d
 
 
