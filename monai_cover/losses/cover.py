@@ -19,8 +19,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
-from monai.utils import LossReduction
+from monai.utils import LossReduction, convert_to_tensor
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import overlap_mask, warp
@@ -29,8 +28,8 @@ __all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
 
 
 def _plain(*tensors: torch.Tensor | None) -> tuple:
-    """MetaTensors as plain tensors (same storage and graph): the losses return plain tensors."""
-    return tuple(t.as_tensor() if isinstance(t, MetaTensor) else t for t in tensors)
+    """MetaTensors as plain tensors (same graph): the losses return plain tensors."""
+    return tuple(None if t is None else convert_to_tensor(t, track_meta=False) for t in tensors)
 
 
 def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -200,14 +199,15 @@ class CoverLoss(_Loss):
         target_ddf_key, overlap_key: keys of the target dict. A missing overlap entry is computed from the
             target displacement with :py:func:`monai_cover.ddf.overlap_mask`.
 
-    After each call, ``last_terms`` holds the two unweighted terms (detached) for logging.
+    The loss keeps no state between calls; :py:meth:`terms` gives the unweighted terms for logging.
 
     Examples::
 
         loss = CoverLoss()
         out = CoverNet(PyramidUNet(3))(view_a, view_b)
         value = loss(out, {"ddf": true_ddf, "overlap": overlap})
-        loss.last_terms  # {"vector": ..., "consistency": ...}
+        with torch.no_grad():
+            loss.terms(out, {"ddf": true_ddf, "overlap": overlap})  # {"vector": ..., "consistency": ...}
     """
 
     def __init__(
@@ -230,13 +230,34 @@ class CoverLoss(_Loss):
         self.target_ddf_key, self.overlap_key = target_ddf_key, overlap_key
         self.vector_loss = VectorRegressionLoss(reduction=self.reduction)
         self.consistency_loss = FeatureConsistencyLoss(reduction=self.reduction)
-        self.last_terms: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def _get(d: Mapping, key: str, what: str) -> torch.Tensor:
         if key not in d:
             raise KeyError(f"CoverLoss: {what} has no entry {key!r}; its keys are {sorted(map(str, d))}.")
         return d[key]
+
+    def terms(self, input: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The unweighted terms with a non-zero weight: ``{"vector": L_vec, "consistency": L_con}`` (each a scalar,
+        or ``(B,)`` with ``reduction="none"``). ``"vector"`` is also computed when both weights are zero."""
+        if not isinstance(input, Mapping) or not isinstance(target, Mapping):
+            raise TypeError(
+                f"CoverLoss: input and target must be mappings (CoverNet output and {{'ddf', 'overlap'}}), got "
+                f"{type(input).__name__} and {type(target).__name__}."
+            )
+        true_ddf = self._get(target, self.target_ddf_key, "target")
+        mask = target.get(self.overlap_key)
+        if mask is None:
+            mask = overlap_mask(true_ddf.detach())
+        terms: dict[str, torch.Tensor] = {}
+        if self.vector_weight > 0 or self.consistency_weight == 0:
+            terms["vector"] = self.vector_loss(self._get(input, self.ddf_key, "input"), true_ddf, mask)
+        if self.consistency_weight > 0:
+            terms["consistency"] = self.consistency_loss(
+                self._get(input, self.features_b_key, "input"), self._get(input, self.features_a_key, "input"),
+                true_ddf, mask,
+            )  # fmt: skip
+        return terms
 
     def forward(  # type: ignore[override]
         self, input: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
@@ -250,28 +271,6 @@ class CoverLoss(_Loss):
         Returns:
             a scalar (``"mean"``, ``"sum"``) or ``(B,)`` (``"none"``).
         """
-        if not isinstance(input, Mapping) or not isinstance(target, Mapping):
-            raise TypeError(
-                f"CoverLoss: input and target must be mappings (CoverNet output and {{'ddf', 'overlap'}}), got "
-                f"{type(input).__name__} and {type(target).__name__}."
-            )
-        true_ddf = self._get(target, self.target_ddf_key, "target")
-        mask = target.get(self.overlap_key)
-        if mask is None:
-            mask = overlap_mask(true_ddf.detach())
-        total: torch.Tensor | None = None
-        terms: dict[str, torch.Tensor] = {}
-        if self.vector_weight > 0 or self.consistency_weight == 0:
-            vec = self.vector_loss(self._get(input, self.ddf_key, "input"), true_ddf, mask)
-            terms["vector"] = vec.detach()
-            total = self.vector_weight * vec
-        if self.consistency_weight > 0:
-            con = self.consistency_loss(
-                self._get(input, self.features_b_key, "input"), self._get(input, self.features_a_key, "input"),
-                true_ddf, mask,
-            )  # fmt: skip
-            terms["consistency"] = con.detach()
-            total = self.consistency_weight * con if total is None else total + self.consistency_weight * con
-        self.last_terms = terms
-        assert total is not None
-        return total
+        weights = {"vector": self.vector_weight, "consistency": self.consistency_weight}
+        terms = self.terms(input, target)
+        return sum(weights[name] * value for name, value in terms.items())

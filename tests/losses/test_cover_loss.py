@@ -139,8 +139,11 @@ class TestCoverLoss(unittest.TestCase):
         torch.testing.assert_close(CoverLoss()(self.pred, self.target), vec + con)
         loss = CoverLoss(vector_weight=0.5, consistency_weight=2.0)
         torch.testing.assert_close(loss(self.pred, self.target), 0.5 * vec + 2.0 * con)
-        torch.testing.assert_close(loss.last_terms["vector"], vec.detach())
-        torch.testing.assert_close(loss.last_terms["consistency"], con.detach())
+        terms = loss.terms(self.pred, self.target)
+        self.assertEqual(sorted(terms), ["consistency", "vector"])
+        torch.testing.assert_close(terms["vector"], vec)
+        torch.testing.assert_close(terms["consistency"], con)
+        self.assertEqual(list(CoverLoss(vector_weight=0.0).terms(self.pred, self.target)), ["consistency"])
         # the overlap defaults to the one of the true field; "none" gives one value per sample
         torch.testing.assert_close(CoverLoss()(self.pred, {"ddf": self.true}), vec + con)
         self.assertEqual(tuple(CoverLoss(reduction="none")(self.pred, self.target).shape), (2,))
