@@ -78,7 +78,7 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
-    return x.as_tensor() if isinstance(x, MetaTensor) else x
+    return convert_to_tensor(x, track_meta=False)
 
 
 def apply_appearance(img: torch.Tensor, params: AppearanceParams) -> torch.Tensor:

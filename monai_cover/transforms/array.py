@@ -244,7 +244,7 @@ class RandCoverPair(RandomizableTransform):
             raise RuntimeError(f"{name}: call randomize() with this image shape before __call__(..., randomize=False).")
         start = list(params.crop_origin)
         geom_a = SpatialCrop(roi_start=start, roi_end=[s + c for s, c in zip(start, crop)])(img)
-        source = img.as_tensor() if isinstance(img, MetaTensor) else img
+        source = convert_to_tensor(img, track_meta=False)
         ddf = spatial_ddf(params, device=source.device)
         view_b = resample_crop(source, params, ddf)
         view_a = geom_a.clone() if self.appearance_params is None else apply_appearance(geom_a, self.appearance_params)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 
 from monai_cover.ddf import capture_range, compose_ddf, upsample_ddf, warp
 from monai_cover.networks.blocks import CoverProjection, MixtureOfVectors
@@ -176,8 +176,8 @@ class CoverHead(nn.Module):
             ``features_b(p) ~ features_a(p + ddf(p))`` (the convention of the ground truth of a COVER pair).
         """
         self._check(features_a, features_b)
-        features_a = [f.as_tensor() if isinstance(f, MetaTensor) else f for f in features_a]
-        features_b = [f.as_tensor() if isinstance(f, MetaTensor) else f for f in features_b]
+        features_a = [convert_to_tensor(f, track_meta=False) for f in features_a]
+        features_b = [convert_to_tensor(f, track_meta=False) for f in features_b]
         sizes = [tuple(f.shape[2:]) for f in features_b]
         device_type = features_b[-1].device.type
         phi: torch.Tensor | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 
 from monai_cover.networks.nets.cover_head import CoverHead
 
@@ -16,8 +16,8 @@ __all__ = ["CoverNet", "Covernet", "covernet", "TwoViewFeatures"]
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
-    """A MetaTensor as a plain tensor (same storage, same autograd graph)."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else x
+    """A MetaTensor as a plain tensor (same autograd graph)."""
+    return convert_to_tensor(x, track_meta=False)
 
 
 class TwoViewFeatures(nn.Module):
