@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import SaveImage
 
 __all__ = ["CoverPairSaver"]
 
@@ -23,7 +24,8 @@ def _affine_of(x) -> np.ndarray:
 
 class CoverPairSaver:
     """Save, per pair, the views, the predicted and true DDF, the overlap and both views' features
-    as NIfTI files ``<output_dir>/pair<NNNN>_<what>.nii.gz`` (channels last, nibabel layout).
+    as NIfTI files ``<output_dir>/pair<NNNN>_<what>.nii.gz`` with MONAI's ``SaveImage`` (channels last,
+    nibabel layout; the views' affine).
 
     ``features_a``/``features_b`` of the prediction are saved as they are when they are tensors
     (``CoverNet`` returns the finest, full-resolution level); when they are lists (a whole pyramid)
@@ -47,16 +49,18 @@ class CoverPairSaver:
         self.view_b_key = view_b_key
         self.save_views = bool(save_views)
         self.count = 0
+        self._saver = SaveImage(
+            output_dir=self.output_dir, output_ext=".nii.gz", output_dtype=np.float32, resample=False,
+            separate_folder=False, print_log=False, writer="NibabelWriter",
+        )  # fmt: skip
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def _save(self, array: torch.Tensor, affine: np.ndarray, name: str) -> None:
-        import nibabel as nib
-
-        data = array.detach().float().cpu().numpy()
-        data = np.moveaxis(data, 0, -1) if data.shape[0] > 1 else data[0]  # (C, *S) -> (*S, C) or (*S)
-        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), os.path.join(self.output_dir, name))
+        """Write ``array`` ``(C, *S)`` as ``<output_dir>/<name>.nii.gz``."""
+        path = os.path.join(self.output_dir, name)
+        self._saver(array.detach().float().cpu(), meta_data={"affine": affine}, filename=path)
 
     def __call__(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
@@ -68,18 +72,18 @@ class CoverPairSaver:
         for b in range(view_a.shape[0]):
             stem = f"pair{self.count:04d}"
             affine = _affine_of(view_a[b])
-            self._save(pred["ddf"][b], affine, f"{stem}_ddf_pred.nii.gz")
+            self._save(pred["ddf"][b], affine, f"{stem}_ddf_pred")
             for view in ("a", "b"):
                 feats = pred[f"features_{view}"]
                 if isinstance(feats, torch.Tensor):  # CoverNet returns the finest level only
-                    self._save(feats[b], affine, f"{stem}_features_{view}.nii.gz")
+                    self._save(feats[b], affine, f"{stem}_features_{view}")
                     continue
                 for level in self.levels:
-                    self._save(feats[level][b], affine, f"{stem}_features_{view}_level{level % len(feats)}.nii.gz")
+                    self._save(feats[level][b], affine, f"{stem}_features_{view}_level{level % len(feats)}")
             if self.save_views:
-                self._save(view_a[b], affine, f"{stem}_view_a.nii.gz")
+                self._save(view_a[b], affine, f"{stem}_view_a")
                 if view_b is not None:
-                    self._save(view_b[b], affine, f"{stem}_view_b.nii.gz")
-                self._save(target["ddf"][b], affine, f"{stem}_ddf_true.nii.gz")
-                self._save(target["overlap"][b], affine, f"{stem}_overlap.nii.gz")
+                    self._save(view_b[b], affine, f"{stem}_view_b")
+                self._save(target["ddf"][b], affine, f"{stem}_ddf_true")
+                self._save(target["overlap"][b], affine, f"{stem}_overlap")
             self.count += 1
