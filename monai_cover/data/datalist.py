@@ -55,14 +55,16 @@ def find_volumes(folder: str | os.PathLike) -> list[str]:
 
 
 def split_datalist(items: list[dict], val_fraction: float = 0.2) -> dict[str, list[dict]]:
-    """Hold out every ``round(1 / val_fraction)``-th item (at least one when there are two or more
-    items); ``val_fraction <= 0`` keeps everything for training and validates on nothing."""
+    """Hold out the last ``val_fraction`` of the items, in order (MONAI's ``partition_dataset``; at least one
+    when there are two or more items); ``val_fraction <= 0`` keeps everything for training and validates on
+    nothing."""
+    from monai.data import partition_dataset
+
     items = list(items)
     if val_fraction <= 0 or len(items) < 2:
         return {"training": items, "validation": []}
-    step = max(2, int(round(1.0 / float(val_fraction))))
-    val = [it for i, it in enumerate(items) if i % step == step - 1] or [items[-1]]
-    train = [it for it in items if it not in val]
+    num_val = min(len(items) - 1, max(1, round(len(items) * float(val_fraction))))
+    train, val = partition_dataset(items, ratios=[len(items) - num_val, num_val], shuffle=False)
     return {"training": train, "validation": val}
 
 

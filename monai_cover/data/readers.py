@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
+from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 __all__ = ["SimpleITKReader", "SITK_SUFFIXES"]
@@ -95,7 +95,7 @@ class SimpleITKReader(ImageReader):
         ``original_affine``, ``spatial_shape``, ``space`` and ``original_channel_dim``."""
         import SimpleITK as sitk
 
-        arrays, meta = [], {}
+        arrays, headers = [], []
         images = [img] if isinstance(img, sitk.Image) else list(img)  # a sitk.Image iterates over its pixels
         for one in images:
             arr = sitk.GetArrayFromImage(one)  # (k, j, i[, c])
@@ -116,5 +116,20 @@ class SimpleITKReader(ImageReader):
             else:
                 header[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if self.channel_dim is None else self.channel_dim
             arrays.append(arr)
-            _copy_compatible_dict(header, meta)
-        return _stack_images(arrays, meta), meta
+            headers.append(header)
+        if len(arrays) == 1:
+            return arrays[0], headers[0]
+        # several files of one subject: channels of one image, so their grids must agree
+        first = headers[0]
+        for i, header in enumerate(headers[1:], start=1):
+            same_grid = arrays[i].shape == arrays[0].shape and np.allclose(
+                header[MetaKeys.AFFINE], first[MetaKeys.AFFINE], atol=1e-3
+            )
+            if not same_grid:
+                raise ValueError(
+                    f"SimpleITKReader: image {i} has shape {arrays[i].shape} and affine {header[MetaKeys.AFFINE].tolist()}, "
+                    f"image 0 has {arrays[0].shape} and {first[MetaKeys.AFFINE].tolist()}: stacked files must share one grid."
+                )
+        meta = dict(first)
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+        return np.stack(arrays, axis=0), meta

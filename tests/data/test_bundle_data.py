@@ -52,6 +52,17 @@ class TestSimpleITKReader(unittest.TestCase):
         np.testing.assert_allclose(a.numpy(), b.numpy())
         np.testing.assert_allclose(np.asarray(a.affine), np.asarray(b.affine), atol=1e-5)
 
+    def test_several_files_stack_as_channels_only_on_one_grid(self):
+        other = os.path.join(self.tmp.name, "b.nii.gz")
+        nib.save(nib.Nifti1Image(2 * self.vol, nib.load(self.nii).affine), other)
+        both = _load([self.nii, other], SimpleITKReader())
+        self.assertEqual(tuple(both.shape), (2, 7, 9, 5))
+        np.testing.assert_allclose(both[1].numpy(), 2 * self.vol, rtol=1e-6)
+        moved = os.path.join(self.tmp.name, "c.nii.gz")
+        nib.save(nib.Nifti1Image(self.vol, np.diag([5.0, 5.0, 5.0, 1.0])), moved)
+        with self.assertRaisesRegex(ValueError, "share one grid"):
+            _load([self.nii, moved], SimpleITKReader())
+
     def test_nrrd_and_dicom_series(self):
         img = sitk.GetImageFromArray(self.vol.T.copy())
         img.SetSpacing((1.0, 2.0, 3.0))
@@ -108,6 +119,12 @@ class TestDatalist(unittest.TestCase):
             with self.assertRaises(FileNotFoundError):
                 get_datalist(os.path.join(tmp, "missing"))
         self.assertEqual(split_datalist([{"i": 1}], 0.2), {"training": [{"i": 1}], "validation": []})
+        items = [{"i": i} for i in range(10)]
+        split = split_datalist(items, 0.2)  # the last 20 %, in order
+        self.assertEqual([x["i"] for x in split["validation"]], [8, 9])
+        self.assertEqual([x["i"] for x in split["training"]], list(range(8)))
+        self.assertEqual([x["i"] for x in split_datalist(items[:2], 0.2)["validation"]], [1])  # at least one
+        self.assertEqual(split_datalist(items, 0.0)["validation"], [])
 
 
 class TestScaleIntensityByModality(unittest.TestCase):
