@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .adapters import FeatureLevel, FeaturePyramid, default_pyramid_layers
 from .blocks import CoverProjection, MixtureOfVectors, mixture_of_vectors
-from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, default_num_heads
+from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, default_num_heads, levels_for_size, min_level_size
 from .utils import as_pyramid, crop_pyramid, global_pool, pad_to_divisible, run_backbone_on_views
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "PyramidUNet",
     "crop_pyramid",
     "default_num_heads",
+    "levels_for_size",
+    "min_level_size",
     "pad_to_divisible",
     "as_pyramid",
     "global_pool",

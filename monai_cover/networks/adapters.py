@@ -125,10 +125,12 @@ class FeaturePyramid(nn.Module):
         network: the stock network (its modules get forward hooks; see :py:meth:`remove_hooks`).
         layers: submodule names coarse to fine; ``None`` picks the defaults of :py:func:`default_pyramid_layers`
             (``BasicUNet``, ``SwinUNETR``, ``DynUNet``, ``FlexibleUNet``).
+        levels: keep only the ``levels`` finest of ``layers`` (``None``: all), e.g. ``levels=3`` for 32^3 crops
+            (see :py:func:`~monai_cover.networks.nets.levels_for_size`). The network's padding rule is kept.
         out_channels: channels per level; ``None`` reads them off the last convolution of each hooked module.
         spatial_dims: ``None`` reads it off the network's first convolution.
         size_divisible: pad the input to this multiple (int or one per axis); ``None`` uses the default of the
-            network class, or 1 (no padding) with explicit ``layers`` on an unknown class.
+            network class (also with explicit ``layers`` or ``levels``), or 1 (no padding) on an unknown class.
         pad_mode: ``"constant"`` (zeros), ``"replicate"`` or ``"reflect"``.
 
     Attributes:
@@ -150,6 +152,7 @@ class FeaturePyramid(nn.Module):
         self,
         network: nn.Module,
         layers: Sequence[str] | None = None,
+        levels: int | None = None,
         out_channels: Sequence[int] | None = None,
         spatial_dims: int | None = None,
         size_divisible: int | Sequence[int] | None = None,
@@ -159,10 +162,21 @@ class FeaturePyramid(nn.Module):
         if not isinstance(network, nn.Module):
             raise TypeError(f"FeaturePyramid: network must be a torch.nn.Module, got {type(network).__name__}.")
         default_multiple: int | tuple[int, ...] = 1
+        try:  # the network's padding rule holds whatever levels are read
+            default_layers, default_multiple = default_pyramid_layers(network)
+        except TypeError:
+            default_layers = None
         if layers is None:
-            layers, default_multiple = default_pyramid_layers(network)
+            if default_layers is None:
+                default_pyramid_layers(network)  # raises the error that names the class
+            layers = default_layers
         elif isinstance(layers, str) or len(layers) < 1:
             raise ValueError(f"FeaturePyramid: layers must be a non-empty sequence of submodule names, got {layers!r}.")
+        if levels is not None:
+            if int(levels) != levels or not 1 <= int(levels) <= len(layers):
+                raise ValueError(f"FeaturePyramid: levels must be an integer in [1, {len(layers)}] (the layers "
+                                 f"{list(layers)}), got {levels!r}.")
+            layers = list(layers)[-int(levels):]
         self.layers = tuple(str(n) for n in layers)
         names = dict(network.named_modules())
         missing = [n for n in self.layers if n not in names]

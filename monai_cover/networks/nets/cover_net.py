@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.utils import convert_to_tensor
 
-from monai_cover.networks.nets.cover_head import CoverHead
+from monai_cover.networks.nets.cover_head import CoverHead, min_level_size
 
 __all__ = ["CoverNet", "Covernet", "covernet", "TwoViewFeatures"]
 
@@ -82,6 +84,11 @@ class CoverNet(TwoViewFeatures):
             :py:class:`~monai_cover.networks.FeaturePyramid` around a stock MONAI network.
         head: a :py:class:`CoverHead`; ``None`` builds one from ``backbone.out_channels`` and
             ``backbone.spatial_dims`` with ``head_kwargs`` (``head_dim``, ``num_heads``, ``radius``, ...).
+        levels: the head reads the ``levels`` finest levels of the backbone's pyramid (``None``: all of them, as
+            the reference does with its five). Match it to the crop with
+            :py:func:`~monai_cover.networks.nets.levels_for_size`: on levels smaller than
+            :py:func:`~monai_cover.networks.nets.min_level_size` voxels the head starts worse than predicting
+            zero, and a warning says so at the first forward pass.
 
     Pretrained weights: ``net.backbone_state_dict()`` (same as ``net.backbone.state_dict()``) holds only the
     backbone; for a ``FeaturePyramid`` the keys are the wrapped network's own keys, ready for
@@ -95,8 +102,17 @@ class CoverNet(TwoViewFeatures):
         out["features_b"].shape    # (B, 32, 64, 64, 64)
     """
 
-    def __init__(self, backbone: nn.Module, head: CoverHead | nn.Module | None = None, **head_kwargs: Any) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: CoverHead | nn.Module | None = None,
+        levels: int | None = None,
+        **head_kwargs: Any,
+    ) -> None:
         super().__init__(backbone)
+        if levels is not None and (int(levels) != levels or int(levels) < 1):
+            raise ValueError(f"CoverNet: levels must be a positive integer or None, got {levels!r}.")
+        self.levels = None if levels is None else int(levels)
         if head is None:
             out_channels = getattr(backbone, "out_channels", None)
             spatial_dims = getattr(backbone, "spatial_dims", None)
@@ -105,10 +121,35 @@ class CoverNet(TwoViewFeatures):
                     "CoverNet: to build the head, backbone must expose out_channels (a tuple, coarse to fine) and "
                     f"spatial_dims; got out_channels={out_channels!r}, spatial_dims={spatial_dims!r}. Pass head=."
                 )
-            head = CoverHead(int(spatial_dims), tuple(out_channels), **head_kwargs)
+            if self.levels is not None and self.levels > len(out_channels):
+                raise ValueError(
+                    f"CoverNet: levels={self.levels} but the backbone has {len(out_channels)} pyramid levels "
+                    f"(out_channels {tuple(out_channels)})."
+                )
+            channels = tuple(out_channels)[-self.levels:] if self.levels is not None else tuple(out_channels)
+            head = CoverHead(int(spatial_dims), channels, **head_kwargs)
         elif head_kwargs:
             raise ValueError(f"CoverNet: head_kwargs {sorted(head_kwargs)} are only used when head is None.")
         self.head = head
+        self._size_checked = False
+
+    @property
+    def capture_range(self) -> int:
+        """The head's reach in full-resolution voxels per axis (see :py:func:`monai_cover.ddf.capture_range`)."""
+        return int(self.head.capture_range)
+
+    def _check_level_size(self, coarsest: Sequence[int]) -> None:
+        radius = getattr(self.head, "radius", None)
+        if self._size_checked or radius is None:
+            return
+        self._size_checked = True
+        if min(int(s) for s in coarsest) < min_level_size(radius):
+            warnings.warn(
+                f"CoverNet: the head's coarsest level is {tuple(coarsest)} voxels, below {min_level_size(radius)} "
+                f"(4 x radius): its displacements start worse than predicting zero. For crops of this size use "
+                f"levels=monai_cover.networks.nets.levels_for_size(crop_size, radius={radius}).",
+                stacklevel=3,
+            )
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """
@@ -122,6 +163,9 @@ class CoverNet(TwoViewFeatures):
             backbone features ``(B, C_finest, *S)`` of each view.
         """
         features_a, features_b = self.pyramids(view_a, view_b)
+        if self.levels is not None:
+            features_a, features_b = features_a[-self.levels:], features_b[-self.levels:]
+        self._check_level_size(features_b[0].shape[2:])
         ddf = self.head(features_a, features_b)
         return {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
 
