@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Validation metrics of COVER pretraining as Ignite handlers: thin wrappers of :py:mod:`monai_cover.metrics`.
+"""Pretext metrics of COVER pretraining as Ignite handlers: thin wrappers of :py:mod:`monai_cover.metrics`.
 
-Both read an evaluator's output ``{"pred": CoverNet output, "label": {"ddf", "overlap"}}`` (what
+All read an evaluator's output ``{"pred": CoverNet output, "label": {"ddf", "overlap"}}`` (what
 ``SupervisedEvaluator`` stores with ``monai_cover.engines.CoverPrepareBatch``, with ``decollate=False``).
 """
 
@@ -12,9 +12,20 @@ from typing import Any
 
 from monai.handlers import IgniteMetricHandler
 
-from monai_cover.metrics import DDFEndPointErrorMetric, OverlapCosineMetric
+from monai_cover.metrics import (
+    CorrespondenceAccuracyMetric,
+    DDFEndPointErrorMetric,
+    FeatureCollapseMetric,
+    OverlapCosineMetric,
+)
 
-__all__ = ["DDFEndPointError", "OverlapCosine", "cover_output_transform"]
+__all__ = [
+    "CorrespondenceAccuracy",
+    "DDFEndPointError",
+    "FeatureCollapse",
+    "OverlapCosine",
+    "cover_output_transform",
+]
 
 
 def cover_output_transform(output: Any) -> tuple[Mapping, Mapping]:
@@ -41,3 +52,23 @@ class OverlapCosine(IgniteMetricHandler):
 
     def __init__(self, level: int = -1, output_transform: Callable = cover_output_transform) -> None:
         super().__init__(OverlapCosineMetric(level=level), output_transform=output_transform, save_details=False)
+
+
+class CorrespondenceAccuracy(IgniteMetricHandler):
+    """:py:class:`~monai_cover.metrics.CorrespondenceAccuracyMetric` on an evaluator: fraction of sampled view-B
+    voxels whose nearest view-A feature lies within ``tolerance`` voxels of the true match."""
+
+    def __init__(self, num_samples: int = 512, tolerance: float = 2.0, seed: int = 0,
+                 output_transform: Callable = cover_output_transform) -> None:
+        metric = CorrespondenceAccuracyMetric(num_samples=num_samples, tolerance=tolerance, seed=seed)
+        super().__init__(metric, output_transform=output_transform, save_details=False)
+
+
+class FeatureCollapse(IgniteMetricHandler):
+    """:py:class:`~monai_cover.metrics.FeatureCollapseMetric` on an evaluator: ``"effective_rank"`` or
+    ``"mean_cosine"`` of the finest features of both views, on voxels sampled from the overlap."""
+
+    def __init__(self, statistic: str = "effective_rank", num_samples: int = 256, seed: int = 0,
+                 output_transform: Callable = cover_output_transform) -> None:
+        metric = FeatureCollapseMetric(statistic=statistic, num_samples=num_samples, seed=seed)
+        super().__init__(metric, output_transform=output_transform, save_details=False)

@@ -6,6 +6,12 @@ handlers in :py:mod:`monai_cover.handlers` wrap them."""
 from __future__ import annotations
 
 from .ddf import DDFEndPointErrorMetric, OverlapCosineMetric, ddf_end_point_error, overlap_cosine
+from .features import (
+    CorrespondenceAccuracyMetric,
+    FeatureCollapseMetric,
+    correspondence_accuracy,
+    mean_pairwise_cosine,
+)
 from .dispersion import dispersion_report, effective_rank, extract_features, feature_dispersion, format_dispersion
 
 __all__ = [
@@ -13,6 +19,10 @@ __all__ = [
     "OverlapCosineMetric",
     "ddf_end_point_error",
     "overlap_cosine",
+    "CorrespondenceAccuracyMetric",
+    "FeatureCollapseMetric",
+    "correspondence_accuracy",
+    "mean_pairwise_cosine",
     "dispersion_report",
     "effective_rank",
     "extract_features",

@@ -1,0 +1,204 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Dense-feature quality on view pairs, as MONAI metrics: do voxel features find their true match, and are they
+collapsing?
+
+- :py:func:`correspondence_accuracy` / :py:class:`CorrespondenceAccuracyMetric`: for voxels ``p`` sampled in
+  the overlap of view B, the nearest neighbour (cosine) of ``f_B(p)`` among **all** voxels of view A is a hit
+  when it lies within ``tolerance`` voxels of the true match ``p + ddf(p)``. Chance level is about the volume of
+  the tolerance ball over the number of voxels.
+- :py:func:`mean_pairwise_cosine` and :py:func:`~monai_cover.metrics.dispersion.effective_rank` on sampled
+  voxel features, through :py:class:`FeatureCollapseMetric`: collapsed features have a mean cosine near 1 and
+  an effective rank near 1; features of a random network sit near 0.3 and near full rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+from monai.utils import convert_to_tensor
+
+from monai_cover.ddf import identity_grid
+from monai_cover.metrics.ddf import _check_target
+from monai_cover.metrics.dispersion import effective_rank
+
+__all__ = [
+    "correspondence_accuracy",
+    "mean_pairwise_cosine",
+    "CorrespondenceAccuracyMetric",
+    "FeatureCollapseMetric",
+]
+
+
+def _finest(features: Any, level: int = -1) -> torch.Tensor:
+    feature = features[level] if isinstance(features, (list, tuple)) else features
+    return convert_to_tensor(feature, track_meta=False).float()
+
+
+def _sample(weights: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices of up to ``count`` voxels where ``weights`` (flat) is non-zero, without replacement."""
+    candidates = torch.nonzero(weights > 0).flatten()
+    if candidates.numel() <= count:
+        return candidates
+    order = torch.randperm(candidates.numel(), generator=generator, device="cpu")[:count]
+    return candidates[order.to(candidates.device)]
+
+
+def correspondence_accuracy(
+    features_a: torch.Tensor,
+    features_b: torch.Tensor,
+    target: Mapping[str, torch.Tensor],
+    num_samples: int = 512,
+    tolerance: float = 2.0,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 16384,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(hits, samples)`` of nearest-neighbour matching of dense features, ``(B, 1)`` float64 each.
+
+    Args:
+        features_a, features_b: ``(B, C, *S)`` features of view A and view B on the grid of ``target``.
+        target: ``{"ddf": (B, d, *S), "overlap": (B, 1, *S)}``; view B's voxel ``p`` shows view A's ``p + ddf(p)``.
+        num_samples: voxels of view B drawn per sample from the overlap (all of them when fewer).
+        tolerance: a match within this Euclidean distance (voxels) of the true position is a hit.
+        generator: for the voxel draw (CPU generator).
+        chunk_size: view A voxels compared per step (bounds the memory to ``num_samples * chunk_size``).
+    """
+    true, overlap = _check_target(target, "correspondence_accuracy")
+    fa, fb = _finest(features_a), _finest(features_b)
+    if fa.shape != fb.shape or tuple(fa.shape[2:]) != tuple(true.shape[2:]) or fa.shape[0] != true.shape[0]:
+        raise ValueError(
+            f"correspondence_accuracy: features_a {tuple(fa.shape)} and features_b {tuple(fb.shape)} must be equal "
+            f"and on the true ddf's grid {tuple(true.shape)}."
+        )
+    spatial = tuple(fa.shape[2:])
+    grid = identity_grid(spatial, device=fa.device).flatten(1)  # (d, N)
+    hits, counts = [], []
+    for b in range(fa.shape[0]):
+        picked = _sample(overlap[b, 0].flatten(), int(num_samples), generator)
+        if picked.numel() == 0:
+            hits.append(0.0), counts.append(0.0)
+            continue
+        query = torch.nn.functional.normalize(fb[b].flatten(1)[:, picked].T, dim=1, eps=1e-8)  # (n, C)
+        keys = torch.nn.functional.normalize(fa[b].flatten(1), dim=0, eps=1e-8)  # (C, N)
+        best = torch.full((picked.numel(),), -float("inf"), device=fa.device)
+        where = torch.zeros(picked.numel(), dtype=torch.long, device=fa.device)
+        for start in range(0, keys.shape[1], int(chunk_size)):
+            value, index = (query @ keys[:, start:start + int(chunk_size)]).max(dim=1)
+            better = value > best
+            best = torch.where(better, value, best)
+            where = torch.where(better, index + start, where)
+        expected = grid[:, picked] + true[b].flatten(1)[:, picked]
+        distance = torch.linalg.vector_norm(grid[:, where] - expected, dim=0)
+        hits.append(float((distance <= float(tolerance)).sum())), counts.append(float(picked.numel()))
+    as_column = lambda v: torch.tensor(v, dtype=torch.float64).view(-1, 1)  # noqa: E731
+    return as_column(hits), as_column(counts)
+
+
+def mean_pairwise_cosine(features: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs ``i != j`` of the rows of ``features`` ``(N, C)`` (exact, ``O(N C)``:
+    ``(|Σ ẑ|^2 - N) / (N (N - 1))`` with ``ẑ`` the unit rows; zero rows count as cosine 0)."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"mean_pairwise_cosine: features must be (N, C) with N >= 2, got {tuple(features.shape)}.")
+    unit = torch.nn.functional.normalize(features.detach().double(), dim=1, eps=1e-12)
+    n = unit.shape[0]
+    nonzero = float((unit.abs().sum(1) > 0).sum())
+    return float((unit.sum(0).pow(2).sum() - nonzero) / (n * (n - 1)))
+
+
+class CorrespondenceAccuracyMetric(CumulativeIterationMetric):
+    """:py:func:`correspondence_accuracy` accumulated over batches: ``aggregate()`` is the fraction of sampled
+    view-B voxels whose nearest view-A feature is within ``tolerance`` voxels of the true match. Called as
+    ``metric(pred_dict, target_dict)`` with ``features_a``/``features_b`` on the target's grid.
+
+    Args:
+        num_samples, tolerance, chunk_size: see :py:func:`correspondence_accuracy`.
+        seed: seed of the voxel draw (the same voxels at every validation).
+        level: index into the feature lists when the prediction holds pyramids (default the finest).
+    """
+
+    def __init__(self, num_samples: int = 512, tolerance: float = 2.0, seed: int = 0, level: int = -1,
+                 chunk_size: int = 16384) -> None:
+        self.num_samples, self.tolerance, self.seed = int(num_samples), float(tolerance), int(seed)
+        self.level, self.chunk_size = int(level), int(chunk_size)
+        super().__init__()  # calls reset(), which seeds the voxel draw
+
+    def reset(self) -> None:
+        super().reset()
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, y_pred: Mapping[str, Any], y: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
+        missing = [k for k in ("features_a", "features_b") if not isinstance(y_pred, Mapping) or k not in y_pred]
+        if missing:
+            raise KeyError(f"CorrespondenceAccuracyMetric: the prediction needs {missing} (a CoverNet output dict).")
+        with torch.no_grad():
+            hits, counts = correspondence_accuracy(
+                _finest(y_pred["features_a"], self.level), _finest(y_pred["features_b"], self.level), y,
+                self.num_samples, self.tolerance, self._generator, self.chunk_size,
+            )  # fmt: skip
+        self.extend(hits, counts)
+        return hits / counts.clamp_min(1)
+
+    def _compute_tensor(self, y_pred, y=None):  # pragma: no cover
+        raise NotImplementedError("CorrespondenceAccuracyMetric is called with dicts, see __call__.")
+
+    def aggregate(self) -> torch.Tensor:
+        hits, counts = self.get_buffer()
+        total = counts.sum()
+        return hits.sum() / total if total > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class FeatureCollapseMetric(CumulativeIterationMetric):
+    """Feature collapse of the finest features of both views, on ``num_samples`` voxels drawn per sample from the
+    overlap: ``aggregate()`` is the ``statistic`` of all drawn voxels together.
+
+    Args:
+        statistic: ``"effective_rank"`` (1 = collapsed to one direction, ``C`` = full rank) or ``"mean_cosine"``
+            (mean pairwise cosine; 1 = collapsed).
+        num_samples: voxels per sample and view.
+        seed: seed of the voxel draw.
+        level: index into the feature lists when the prediction holds pyramids (default the finest).
+    """
+
+    STATISTICS = ("effective_rank", "mean_cosine")
+
+    def __init__(self, statistic: str = "effective_rank", num_samples: int = 256, seed: int = 0,
+                 level: int = -1) -> None:
+        if statistic not in self.STATISTICS:
+            raise ValueError(f"FeatureCollapseMetric: statistic must be one of {self.STATISTICS}, got {statistic!r}.")
+        self.statistic, self.num_samples, self.seed, self.level = statistic, int(num_samples), int(seed), int(level)
+        super().__init__()  # calls reset(), which seeds the voxel draw
+
+    def reset(self) -> None:
+        super().reset()
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, y_pred: Mapping[str, Any], y: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
+        if not isinstance(y_pred, Mapping) or "features_a" not in y_pred or "features_b" not in y_pred:
+            raise KeyError("FeatureCollapseMetric: the prediction needs 'features_a' and 'features_b'.")
+        _, overlap = _check_target(y, "FeatureCollapseMetric")
+        rows = []
+        with torch.no_grad():
+            for key in ("features_a", "features_b"):
+                feats = _finest(y_pred[key], self.level)
+                if tuple(feats.shape[2:]) != tuple(overlap.shape[2:]):
+                    raise ValueError(f"FeatureCollapseMetric: {key} {tuple(feats.shape)} is not on the overlap's "
+                                     f"grid {tuple(overlap.shape)}.")
+                for b in range(feats.shape[0]):
+                    picked = _sample(overlap[b, 0].flatten(), self.num_samples, self._generator)
+                    rows.append(feats[b].flatten(1)[:, picked].T.double().cpu())
+        sampled = torch.cat(rows)
+        self.extend(sampled)
+        return sampled
+
+    def _compute_tensor(self, y_pred, y=None):  # pragma: no cover
+        raise NotImplementedError("FeatureCollapseMetric is called with dicts, see __call__.")
+
+    def aggregate(self) -> torch.Tensor:
+        features = self.get_buffer()
+        if features is None or features.shape[0] < 2:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        if self.statistic == "effective_rank":
+            return torch.tensor(effective_rank(features), dtype=torch.float64)
+        return torch.tensor(mean_pairwise_cosine(features), dtype=torch.float64)
