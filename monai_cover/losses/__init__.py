@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .cover import CoverLoss, FeatureConsistencyLoss, VectorRegressionLoss
 from .pcrlv2 import PCRLv2Loss, cosine_beta, simsiam_similarity
+from .spread import FeatureSpreadLoss
 from .voco import VoCoLoss, VoCoProjection
 from .voxel_infonce import VoxelInfoNCELoss, VoxelProjectionHead, sample_overlap_voxels, voxel_nt_xent
 
@@ -13,6 +14,7 @@ __all__ = [
     "CoverLoss",
     "FeatureConsistencyLoss",
     "VectorRegressionLoss",
+    "FeatureSpreadLoss",
     "VoxelInfoNCELoss",
     "VoxelProjectionHead",
     "sample_overlap_voxels",

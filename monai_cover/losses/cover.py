@@ -23,6 +23,7 @@ from monai.utils import LossReduction, convert_to_tensor
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import overlap_mask, warp
+from monai_cover.losses.spread import FeatureSpreadLoss
 
 __all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
 
@@ -134,6 +135,8 @@ class FeatureConsistencyLoss(_Loss):
         reduction: ``"mean"`` (default): ``1 -`` the mean cosine over the masked voxels of the whole batch;
             ``"sum"``: ``sum_eps (1 - cos)`` over the batch; ``"none"``: per sample, shape ``(B,)``.
         eps: the ``eps`` of ``torch.nn.functional.cosine_similarity`` (zero vectors give cosine 0).
+        stop_gradient: ``None`` (default, the reference): gradients reach both views' features; ``"a"`` or ``"b"``:
+            that view's features are a fixed target (SimSiam-style stop-gradient, a guard against collapse).
 
     Examples::
 
@@ -141,11 +144,16 @@ class FeatureConsistencyLoss(_Loss):
         loss(out["features_b"], out["features_a"], true_ddf, overlap)  # scalar in [0, 2]
     """
 
-    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN, eps: float = 1e-8) -> None:
+    def __init__(
+        self, reduction: LossReduction | str = LossReduction.MEAN, eps: float = 1e-8, stop_gradient: str | None = None
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if not eps > 0:
             raise ValueError(f"FeatureConsistencyLoss: eps must be > 0, got {eps}.")
+        if stop_gradient not in (None, "a", "b"):
+            raise ValueError(f"FeatureConsistencyLoss: stop_gradient must be None, 'a' or 'b', got {stop_gradient!r}.")
         self.eps = float(eps)
+        self.stop_gradient = stop_gradient
 
     def forward(
         self,
@@ -180,6 +188,10 @@ class FeatureConsistencyLoss(_Loss):
             )
         mask = _check_mask(mask, features_b, name)
         dtype = _work_dtype(features_a, features_b, ddf)
+        if self.stop_gradient == "a":
+            features_a = features_a.detach()
+        elif self.stop_gradient == "b":
+            features_b = features_b.detach()
         with torch.autocast(device_type=features_b.device.type, enabled=False):
             warped = warp(features_a.to(dtype), ddf.to(dtype))
             cos = F.cosine_similarity(features_b.to(dtype), warped, dim=1, eps=self.eps).unsqueeze(1)
@@ -198,7 +210,13 @@ class CoverLoss(_Loss):
         ddf_key, features_a_key, features_b_key: keys of the network output (``CoverNet``'s by default).
         target_ddf_key, overlap_key: keys of the target dict. A missing overlap entry is computed from the
             target displacement with :py:func:`monai_cover.ddf.overlap_mask`.
+        consistency_stop_gradient: ``None`` (the reference), ``"a"`` or ``"b"``: see :py:class:`FeatureConsistencyLoss`.
+        spread_weight: weight of :py:class:`~monai_cover.losses.FeatureSpreadLoss` (VICReg variance + covariance
+            on the same features as ``L_con``); 0 (default) skips it.
+        spread_kwargs: arguments of :py:class:`~monai_cover.losses.FeatureSpreadLoss` (``num_samples``, ``gamma``,
+            ``covariance_weight``).
 
+    :py:meth:`paper` is the objective of the paper and the reference code (``L_vec + L_con``).
     The loss keeps no state between calls; :py:meth:`terms` gives the unweighted terms for logging.
 
     Examples::
@@ -220,16 +238,30 @@ class CoverLoss(_Loss):
         features_b_key: str = "features_b",
         target_ddf_key: str = "ddf",
         overlap_key: str = "overlap",
+        consistency_stop_gradient: str | None = None,
+        spread_weight: float = 0.0,
+        spread_kwargs: Mapping | None = None,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        for name, w in (("vector_weight", vector_weight), ("consistency_weight", consistency_weight)):
+        weights = (("vector_weight", vector_weight), ("consistency_weight", consistency_weight),
+                   ("spread_weight", spread_weight))
+        for name, w in weights:
             if not float(w) >= 0:
                 raise ValueError(f"CoverLoss: {name} must be a number >= 0, got {w}.")
         self.vector_weight, self.consistency_weight = float(vector_weight), float(consistency_weight)
+        self.spread_weight = float(spread_weight)
         self.ddf_key, self.features_a_key, self.features_b_key = ddf_key, features_a_key, features_b_key
         self.target_ddf_key, self.overlap_key = target_ddf_key, overlap_key
         self.vector_loss = VectorRegressionLoss(reduction=self.reduction)
-        self.consistency_loss = FeatureConsistencyLoss(reduction=self.reduction)
+        self.consistency_loss = FeatureConsistencyLoss(reduction=self.reduction, stop_gradient=consistency_stop_gradient)
+        self.spread_loss = FeatureSpreadLoss(reduction=self.reduction, **dict(spread_kwargs or {}))
+
+    @classmethod
+    def paper(cls, **kwargs) -> CoverLoss:
+        """The objective of the paper and its reference code: ``L_vec + L_con`` with weights 1 and 1, L_con on the
+        finest backbone features, gradients through both views, no spread term."""
+        return cls(vector_weight=1.0, consistency_weight=1.0, consistency_stop_gradient=None, spread_weight=0.0,
+                   **kwargs)
 
     @staticmethod
     def _get(d: Mapping, key: str, what: str) -> torch.Tensor:
@@ -238,8 +270,9 @@ class CoverLoss(_Loss):
         return d[key]
 
     def terms(self, input: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The unweighted terms with a non-zero weight: ``{"vector": L_vec, "consistency": L_con}`` (each a scalar,
-        or ``(B,)`` with ``reduction="none"``). ``"vector"`` is also computed when both weights are zero."""
+        """The unweighted terms with a non-zero weight: ``{"vector": L_vec, "consistency": L_con, "spread": L_spread}``
+        (each a scalar, or ``(B,)`` with ``reduction="none"``). ``"vector"`` is also computed when all weights are
+        zero."""
         if not isinstance(input, Mapping) or not isinstance(target, Mapping):
             raise TypeError(
                 f"CoverLoss: input and target must be mappings (CoverNet output and {{'ddf', 'overlap'}}), got "
@@ -250,13 +283,17 @@ class CoverLoss(_Loss):
         if mask is None:
             mask = overlap_mask(true_ddf.detach())
         terms: dict[str, torch.Tensor] = {}
-        if self.vector_weight > 0 or self.consistency_weight == 0:
+        if self.vector_weight > 0 or self.consistency_weight == self.spread_weight == 0:
             terms["vector"] = self.vector_loss(self._get(input, self.ddf_key, "input"), true_ddf, mask)
         if self.consistency_weight > 0:
             terms["consistency"] = self.consistency_loss(
                 self._get(input, self.features_b_key, "input"), self._get(input, self.features_a_key, "input"),
                 true_ddf, mask,
             )  # fmt: skip
+        if self.spread_weight > 0:
+            terms["spread"] = self.spread_loss(
+                self._get(input, self.features_a_key, "input"), self._get(input, self.features_b_key, "input"), mask
+            )
         return terms
 
     def forward(  # type: ignore[override]
@@ -271,6 +308,6 @@ class CoverLoss(_Loss):
         Returns:
             a scalar (``"mean"``, ``"sum"``) or ``(B,)`` (``"none"``).
         """
-        weights = {"vector": self.vector_weight, "consistency": self.consistency_weight}
+        weights = {"vector": self.vector_weight, "consistency": self.consistency_weight, "spread": self.spread_weight}
         terms = self.terms(input, target)
         return sum(weights[name] * value for name, value in terms.items())

@@ -180,3 +180,54 @@ class TestCoverLoss(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestCollapseGuards(unittest.TestCase):
+    def setUp(self):
+        gen = torch.Generator().manual_seed(3)
+        self.fa = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
+        self.fb = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
+        self.ddf = torch.zeros(2, 2, 6, 6)
+        self.mask = torch.ones(2, 1, 6, 6)
+
+    def test_stop_gradient_blocks_one_view(self):
+        for side, blocked, flowing in (("a", self.fa, self.fb), ("b", self.fb, self.fa)):
+            self.fa.grad = self.fb.grad = None
+            FeatureConsistencyLoss(stop_gradient=side)(self.fb, self.fa, self.ddf, self.mask).backward()
+            self.assertIsNone(blocked.grad)
+            self.assertGreater(float(flowing.grad.abs().sum()), 0)
+        with self.assertRaisesRegex(ValueError, "stop_gradient"):
+            FeatureConsistencyLoss(stop_gradient="both")
+
+    def test_spread_loss_values(self):
+        from monai_cover.losses import FeatureSpreadLoss
+
+        # unit-variance decorrelated channels: no variance penalty, small covariance
+        loss = FeatureSpreadLoss(num_samples=10_000, covariance_weight=1.0, eps=0.0)
+        gen = torch.Generator().manual_seed(0)
+        spread = torch.randn(1, 3, 40, 40, generator=gen)
+        self.assertLess(float(loss(spread, spread)), 0.05)
+        # constant features: every channel has std 0, the variance term is gamma = 1, no covariance
+        constant = torch.ones(1, 3, 8, 8)
+        self.assertAlmostEqual(float(loss(constant, constant)), 1.0, places=5)
+        # two identical channels of std 2: no variance penalty, covariance 4 twice over 2 channels
+        twin = torch.randn(1, 1, 50, 50, generator=gen)
+        twin = 2 * (twin - twin.mean()) / twin.std()
+        pair = torch.cat([twin, twin], dim=1)
+        self.assertAlmostEqual(float(loss(pair, pair)), 2 * 16 / 2, delta=0.5)
+
+    def test_cover_loss_presets_and_spread_term(self):
+        out = {"ddf": torch.zeros(2, 2, 6, 6), "features_a": self.fa, "features_b": self.fb}
+        target = {"ddf": self.ddf, "overlap": self.mask}
+        paper = CoverLoss.paper()
+        self.assertEqual((paper.vector_weight, paper.consistency_weight, paper.spread_weight), (1.0, 1.0, 0.0))
+        self.assertIsNone(paper.consistency_loss.stop_gradient)
+        guarded = CoverLoss(spread_weight=0.5, consistency_stop_gradient="a", spread_kwargs={"num_samples": 100})
+        torch.manual_seed(0)
+        terms = guarded.terms(out, target)
+        self.assertEqual(sorted(terms), ["consistency", "spread", "vector"])
+        torch.manual_seed(0)
+        value = guarded(out, target)
+        torch.testing.assert_close(value, terms["vector"] + terms["consistency"] + 0.5 * terms["spread"])
+        with self.assertRaisesRegex(ValueError, "spread_weight"):
+            CoverLoss(spread_weight=-1)
