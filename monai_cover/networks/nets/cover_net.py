@@ -89,6 +89,9 @@ class CoverNet(TwoViewFeatures):
             :py:func:`~monai_cover.networks.nets.levels_for_size`: on levels smaller than
             :py:func:`~monai_cover.networks.nets.min_level_size` voxels the head starts worse than predicting
             zero, and a warning says so at the first forward pass.
+        return_projections: also return ``"projections_a"``/``"projections_b"``: the finest features of each view
+            through the head's finest projection (``(B, head_dim * heads, *S)``), e.g. to put ``L_con`` on them
+            with ``CoverLoss(features_a_key="projections_a", features_b_key="projections_b")``.
 
     Pretrained weights: ``net.backbone_state_dict()`` (same as ``net.backbone.state_dict()``) holds only the
     backbone; for a ``FeaturePyramid`` the keys are the wrapped network's own keys, ready for
@@ -107,9 +110,11 @@ class CoverNet(TwoViewFeatures):
         backbone: nn.Module,
         head: CoverHead | nn.Module | None = None,
         levels: int | None = None,
+        return_projections: bool = False,
         **head_kwargs: Any,
     ) -> None:
         super().__init__(backbone)
+        self.return_projections = bool(return_projections)
         if levels is not None and (int(levels) != levels or int(levels) < 1):
             raise ValueError(f"CoverNet: levels must be a positive integer or None, got {levels!r}.")
         self.levels = None if levels is None else int(levels)
@@ -167,7 +172,12 @@ class CoverNet(TwoViewFeatures):
             features_a, features_b = features_a[-self.levels:], features_b[-self.levels:]
         self._check_level_size(features_b[0].shape[2:])
         ddf = self.head(features_a, features_b)
-        return {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
+        out = {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
+        if self.return_projections:
+            batch = view_a.shape[0]
+            projected = self.head.projections[-1](torch.cat([features_a[-1], features_b[-1]], dim=0))
+            out["projections_a"], out["projections_b"] = projected[:batch], projected[batch:]
+        return out
 
 
 Covernet = covernet = CoverNet

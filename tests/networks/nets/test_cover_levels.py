@@ -99,3 +99,12 @@ def test_default_head_at_initialisation_is_no_worse_than_zero_on_real_pairs(patc
     ratio = float(error.sum() / zero.sum())
     assert float(zero.sum()) > 0  # the pairs do move
     assert ratio <= 1.05, f"EPE / EPE(zero) at initialisation = {ratio:.3f} for {patch}"
+
+
+def test_cover_net_returns_the_finest_projections_on_request():
+    net = CoverNet(FeaturePyramid(_unet(2)), levels=2, return_projections=True)
+    view_a, view_b = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(view_a, view_b)
+    assert tuple(out["projections_a"].shape) == (2, 8, 32, 32)  # head_dim 8 x 1 head at the finest level
+    torch.testing.assert_close(out["projections_b"], net.head.projections[-1](out["features_b"]))
+    assert "projections_a" not in CoverNet(FeaturePyramid(_unet(2)), levels=2)(view_a, view_b)
