@@ -13,11 +13,14 @@
   :py:class:`~monai_cover.losses.voxel_infonce.VoxelInfoNCELoss` (with a projection head on the
   backbone's finest level) as the loss;
 - ``"pcrlv2"``, ``"voco"``: :py:func:`~monai_cover.baselines.registry.build_pretext`.
+
+:py:func:`method_kwargs` holds each method's default transform and loss arguments, so that a bundle selects a
+method with its name alone (``--method voco``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +32,7 @@ from monai_cover.baselines.voco import VoCoCropd
 from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
 from monai_cover.networks.nets.cover_net import TwoViewFeatures
 
-__all__ = ["METHODS", "PretrainMethod", "build_method", "build_method_transform"]
+__all__ = ["METHODS", "PretrainMethod", "build_method", "build_method_transform", "method_kwargs"]
 
 #: the names :py:func:`build_method` accepts
 METHODS = ("cover", "voxel_infonce", "pcrlv2", "voco")
@@ -46,6 +49,53 @@ class PretrainMethod(PretextTask):
         if next(iter(self.loss.parameters()), None) is None and not list(self.loss.buffers()):
             return self.network
         return torch.nn.ModuleDict({"network": self.network, "loss": self.loss})
+
+    @property
+    def predicts_ddf(self) -> bool:
+        """Whether ``network`` predicts COVER's displacement field (``cover``), so that DDF validation metrics and
+        a ``CoverNet`` checkpoint apply."""
+        return self.name == "cover"
+
+    @property
+    def loss_title(self) -> str:
+        """A one-line name of what the loss measures, e.g. for a loss summary."""
+        return "COVER pretraining loss (L_vec + L_con)" if self.name == "cover" else f"{self.name} pretraining loss"
+
+
+def method_kwargs(
+    name: str,
+    patch_size: Sequence[int],
+    transform_kwargs: Mapping[str, Any] | None = None,
+    loss_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The ``transform_kwargs`` and ``loss_kwargs`` of :py:func:`build_method` for method ``name`` on crops of
+    ``patch_size``: the defaults below, updated with ``transform_kwargs`` / ``loss_kwargs`` (e.g. a bundle's
+    ``--method_loss_kwargs#num_samples 512``).
+
+    - ``cover``: none (its components are given whole);
+    - ``voxel_infonce``: 1024 sampled voxels per pair, projection head 256-128;
+    - ``pcrlv2``: global and local crops of ``patch_size``, 2 local crops;
+    - ``voco``: a 2x2 base grid and 2 random crops of ``patch_size``, projection head 512-512-512.
+
+    Returns:
+        ``{"transform_kwargs": {...}, "loss_kwargs": {...}}`` (new dicts).
+    """
+    name = str(name)
+    if name not in METHODS:
+        raise ValueError(f"method_kwargs: unknown method {name!r}; known: {list(METHODS)}.")
+    size = [int(s) for s in patch_size]
+    transform: dict[str, Any] = {}
+    loss: dict[str, Any] = {}
+    if name == "voxel_infonce":
+        loss = {"num_samples": 1024, "projection_channels": [256, 128]}
+    elif name == "pcrlv2":
+        transform = {"global_size": size, "local_size": list(size), "num_local": 2}
+    elif name == "voco":
+        transform = {"grid": [2, 2], "num_random": 2, "roi_size": size}
+        loss = {"projection_channels": [512, 512, 512]}
+    transform.update(transform_kwargs or {})
+    loss.update(loss_kwargs or {})
+    return {"transform_kwargs": transform, "loss_kwargs": loss}
 
 
 def build_method_transform(name: str, pair_transform: Any = None, transform_kwargs: Mapping[str, Any] | None = None):
