@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Small Ignite handlers the bundles need: gradient clipping, re-seeding validation transforms,
-finding the checkpoint to resume from, and stopping a run on purpose (tests of resuming)."""
+finding the checkpoint to resume from, and a progress bar."""
 
 from __future__ import annotations
 
 import glob
 import os
 import re
+import zipfile
 
 import torch
 from ignite.engine import Engine, Events
@@ -15,7 +16,6 @@ from monai.engines.utils import IterationEvents
 __all__ = [
     "GradientClipHandler",
     "ProgressBarHandler",
-    "StopAfterEpochHandler",
     "TransformSeedHandler",
     "find_latest_checkpoint",
 ]
@@ -78,31 +78,22 @@ class TransformSeedHandler(_OnEvent):
         self.transform.set_random_state(seed=self.seed)
 
 
-class StopAfterEpochHandler(_OnEvent):
-    """Hard-exit the process (``os._exit``) once epoch ``epoch`` has completed and its handlers ran,
-    as a crash or a kill would: for testing that a run resumes from its last checkpoint.
-
-    Attach it after the ``CheckpointSaver`` so the epoch's checkpoint is on disk.
-    """
-
-    def __init__(self, epoch: int = 1, exit_code: int = 3) -> None:
-        self.epoch = int(epoch)
-        self.exit_code = int(exit_code)
-
-    def __call__(self, engine: Engine) -> None:
-        if self.epoch > 0 and engine.state.epoch >= self.epoch:
-            os._exit(self.exit_code)
-
-
 def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epoch=*.pt") -> str | None:
-    """Path of the checkpoint with the highest epoch number in ``ckpt_dir`` (``CheckpointSaver``'s
-    ``checkpoint_epoch=<n>.pt`` files), or ``None`` when there is none."""
-    best, best_n = None, -1
+    """Path of the complete checkpoint with the highest epoch number in ``ckpt_dir`` (``CheckpointSaver``'s
+    ``checkpoint_epoch=<n>.pt`` files), or ``None`` when there is none.
+
+    MONAI's ``CheckpointSaver`` writes in place (not atomically), so a run killed while saving leaves a file cut
+    short; ``torch.save`` writes a zip archive whose directory comes last, so such a file is no zip archive and
+    is skipped (the run resumes from the checkpoint before it)."""
+    found = []
     for path in glob.glob(os.path.join(str(ckpt_dir), pattern)):
         m = re.search(r"=(\d+)\.pt$", path)
-        if m and int(m.group(1)) > best_n:
-            best, best_n = path, int(m.group(1))
-    return best
+        if m:
+            found.append((int(m.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path
+    return None
 
 
 class ProgressBarHandler:

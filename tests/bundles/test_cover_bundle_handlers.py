@@ -105,8 +105,15 @@ def test_cover_metrics_values():
 def test_find_latest_checkpoint_and_export(tmp_path):
     assert find_latest_checkpoint(tmp_path) is None
     for n in (2, 10, 9):
-        (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"")
+        torch.save({"epoch": torch.tensor(n)}, tmp_path / f"checkpoint_epoch={n}.pt")
     assert os.path.basename(find_latest_checkpoint(tmp_path)) == "checkpoint_epoch=10.pt"
+    # a run killed while writing epoch 11 leaves it cut short: resume from epoch 10
+    whole = (tmp_path / "checkpoint_epoch=10.pt").read_bytes()
+    (tmp_path / "checkpoint_epoch=11.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "checkpoint_epoch=12.pt").write_bytes(b"")
+    assert os.path.basename(find_latest_checkpoint(tmp_path)) == "checkpoint_epoch=10.pt"
+    for n in (11, 12):
+        (tmp_path / f"checkpoint_epoch={n}.pt").unlink()
     src = bundle_path("cover_pretrain_3d")
     before = sorted(p.name for p in src.rglob("*"))
     export_bundle(src, tmp_path / "out")
