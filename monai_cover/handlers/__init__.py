@@ -9,7 +9,6 @@ from .metrics import DDFEndPointError, OverlapCosine, cover_output_transform
 from .training import (
     GradientClipHandler,
     ProgressBarHandler,
-    StopAfterEpochHandler,
     TransformSeedHandler,
     find_latest_checkpoint,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "LossSummaryHandler",
     "OverlapCosine",
     "ProgressBarHandler",
-    "StopAfterEpochHandler",
     "TransformSeedHandler",
     "cover_output_transform",
     "find_latest_checkpoint",

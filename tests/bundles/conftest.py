@@ -5,9 +5,13 @@ subprocess, with tiny overrides (32^3 patches, a tiny BasicUNet, 1-2 epochs, no 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +66,16 @@ def run_cmd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
     )
 
 
+def bundle_args(
+    config_files: list[Path], bundle_root: Path, output_dir: Path, *overrides: str, launcher: list[str] | None = None
+) -> list[str]:
+    """``<launcher> -m monai.bundle run --config_file ... --bundle_root ... --output_dir ... <overrides>``;
+    ``launcher`` defaults to this Python (e.g. ``[python, "-m", "torch.distributed.run", ...]`` for DDP)."""
+    configs = str([str(c) for c in config_files]) if len(config_files) > 1 else str(config_files[0])
+    args = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", configs]
+    return args + ["--bundle_root", str(bundle_root), "--output_dir", str(output_dir), *overrides]
+
+
 def bundle_run(
     config_files: list[Path],
     bundle_root: Path,
@@ -70,12 +84,45 @@ def bundle_run(
     cwd: Path | None = None,
     launcher: list[str] | None = None,
 ):
-    """``<launcher> -m monai.bundle run --config_file ... --bundle_root ... --output_dir ... <overrides>``;
-    ``launcher`` defaults to this Python (e.g. ``[python, "-m", "torch.distributed.run", ...]`` for DDP)."""
-    configs = str([str(c) for c in config_files]) if len(config_files) > 1 else str(config_files[0])
-    args = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", configs]
-    args += ["--bundle_root", str(bundle_root), "--output_dir", str(output_dir), *overrides]
+    """Run :py:func:`bundle_args` to the end (see :py:func:`run_cmd`)."""
+    args = bundle_args(config_files, bundle_root, output_dir, *overrides, launcher=launcher)
     return run_cmd(args, cwd=cwd or output_dir.parent)
+
+
+def run_until_checkpoint(
+    args: list[str], cwd: Path, path: Path, log: Path, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Start ``args``, wait until the checkpoint ``path`` is completely written, then SIGKILL the process (as a crash
+    or an out-of-memory kill would end it). MONAI's ``CheckpointSaver`` writes in place, so the file exists before it
+    is whole: wait until it is a whole zip archive (``torch.save``'s format, directory last). ``stdout`` of the
+    result is the output (to a file, so a full pipe never blocks the process); ``returncode`` is ``-SIGKILL`` when
+    the kill landed, or the exit status if the process ended first."""
+    env = subprocess_env()
+    env["PYTHONUNBUFFERED"] = "1"  # nothing left in a buffer when the process is killed
+    deadline = time.monotonic() + timeout
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=str(cwd), env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            while proc.poll() is None and not _is_zip(path) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return subprocess.CompletedProcess(args, proc.returncode, stdout=log.read_text())
+
+
+def _is_zip(path: Path) -> bool:
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def checkpoint_epochs(ckpt_dir: Path) -> list[int]:
+    """Epochs of the complete ``checkpoint_epoch=<n>.pt`` files in ``ckpt_dir``, sorted."""
+    names = (re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", p.name) for p in ckpt_dir.glob("*.pt") if _is_zip(p))
+    return sorted(int(m.group(1)) for m in names if m)
 
 
 def verify_net(net_id: str, meta_file: Path, config_file: Path, **override) -> None:
@@ -117,22 +164,32 @@ def write_volumes(folder: Path, n: int = 3, shape=(40, 44, 36), seed: int = 0) -
     return folder
 
 
+#: epochs of the run that is killed: far more than it lives through, so it cannot finish before the kill
+KILLED_EPOCHS = 50
+
+
 @pytest.fixture(scope="session")
 def pretrain_run(tmp_path_factory):
-    """A pretraining run on a folder of small volumes that is killed after epoch 1 and resumed to
-    epoch 2: ``{"output_dir", "first", "second", "bundle_before", "bundle_after"}``."""
+    """A pretraining run on a folder of small volumes, SIGKILLed once ``checkpoints/checkpoint_epoch=1.pt`` is
+    written, then resumed with ``--epochs`` one more than its newest complete checkpoint (2 unless the kill came
+    late): ``{"output_dir", "first", "killed_at", "resumed_epochs", "second", "bundle_before", "bundle_after"}``;
+    ``killed_at`` lists the epochs of the complete checkpoints the killed run left."""
     work = tmp_path_factory.mktemp("pretrain")
     data = write_volumes(work / "data")
     out = work / "cover_pretrain_3d"
     before = snapshot(PRETRAIN)
-    common = [*TINY_PRETRAIN, "--dataset_dir", str(data), "--epochs", "2"]
-    first = bundle_run(
-        [PRETRAIN / "configs" / "train.json"], PRETRAIN, out, *common, "--stop_after_epoch", "1", cwd=work
-    )
-    second = bundle_run([PRETRAIN / "configs" / "train.json"], PRETRAIN, out, *common, cwd=work)
+    config = [PRETRAIN / "configs" / "train.json"]
+    common = [*TINY_PRETRAIN, "--dataset_dir", str(data)]
+    args = bundle_args(config, PRETRAIN, out, *common, "--epochs", str(KILLED_EPOCHS))
+    first = run_until_checkpoint(args, work, out / "checkpoints" / "checkpoint_epoch=1.pt", work / "killed_run.log")
+    killed_at = checkpoint_epochs(out / "checkpoints")
+    epochs = (killed_at[-1] if killed_at else 1) + 1
+    second = bundle_run(config, PRETRAIN, out, *common, "--epochs", str(epochs), cwd=work)
     return {
         "output_dir": out,
         "first": first,
+        "killed_at": killed_at,
+        "resumed_epochs": epochs,
         "second": second,
         "bundle_before": before,
         "bundle_after": snapshot(PRETRAIN),

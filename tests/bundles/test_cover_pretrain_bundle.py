@@ -7,12 +7,23 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import sys
 import warnings
 
 import pytest
 import torch
-from conftest import PRETRAIN, SCHEMA, TINY_FEATURES, TINY_PRETRAIN, bundle_run, verify_net, write_volumes
+from conftest import (
+    KILLED_EPOCHS,
+    PRETRAIN,
+    SCHEMA,
+    TINY_FEATURES,
+    TINY_PRETRAIN,
+    bundle_run,
+    checkpoint_epochs,
+    verify_net,
+    write_volumes,
+)
 
 from monai_cover.handlers import read_loss_summary
 
@@ -28,23 +39,27 @@ def _tiny_unet():
 
 def test_killed_run_resumes_from_last_checkpoint(pretrain_run):
     first, second, out = pretrain_run["first"], pretrain_run["second"], pretrain_run["output_dir"]
-    # the first run died (hard exit, as a crash) right after epoch 1 was checkpointed
-    assert first.returncode == 3, first.stdout[-3000:]
-    assert "Epoch: 1/2" in first.stdout and "Epoch: 2/2" not in first.stdout
+    killed_at, epochs = pretrain_run["killed_at"], pretrain_run["resumed_epochs"]
+    # the first run was SIGKILLed (not a clean exit) after epoch 1 was checkpointed, long before its last epoch
+    assert first.returncode == -signal.SIGKILL, first.stdout[-3000:]
+    assert killed_at and killed_at[-1] < KILLED_EPOCHS, killed_at
+    assert f"Epoch: 1/{KILLED_EPOCHS}" in first.stdout and f"Epoch: {KILLED_EPOCHS}/{KILLED_EPOCHS}" not in first.stdout
     assert second.returncode == 0, second.stdout[-3000:]
-    assert re.search(r"Restored all variables from .*checkpoint_epoch=1\.pt", second.stdout), second.stdout[-3000:]
-    # the second run continued at epoch 2: it trained no epoch-1 iteration
-    assert "Epoch: 2/2" in second.stdout and "Epoch: 1/2" not in second.stdout
-    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == [
-        "checkpoint_epoch=1.pt",
-        "checkpoint_epoch=2.pt",
-    ]
-    ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    resumed_from = killed_at[-1]
+    assert re.search(rf"Restored all variables from .*checkpoint_epoch={resumed_from}\.pt", second.stdout), (
+        second.stdout[-3000:]
+    )
+    # the second run continued after the checkpointed epoch: it trained no iteration of an earlier epoch
+    assert f"Epoch: {epochs}/{epochs}" in second.stdout
+    assert not re.search(rf"Epoch: {resumed_from}/{epochs}\b", second.stdout), second.stdout[-3000:]
+    assert checkpoint_epochs(out / "checkpoints") == [*killed_at, epochs]
+    ckpt = torch.load(out / "checkpoints" / f"checkpoint_epoch={epochs}.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
-    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]  # ignite keeps no epoch: 2 full epochs
-    # the loss summary keeps epoch 1 from the killed run and adds epoch 2
+    # ignite keeps no epoch counter: the iterations are those of all the epochs so far
+    assert ckpt["trainer"]["iteration"] == epochs * ckpt["trainer"]["epoch_length"]
+    # the loss summary keeps the epochs of the killed run and adds the resumed one
     rows = read_loss_summary(out / "loss_summary.txt")
-    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
 
 
 def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
