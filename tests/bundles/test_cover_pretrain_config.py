@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The cover_pretrain_3d config parsed with ``monai.bundle.ConfigParser`` and CLI-style overrides (no training):
+the views' ``max_displacement`` follows the head's capture range, ``--method NAME`` alone resolves each method's
+network, loss and transform, and the per-method settings live in ``monai_cover.methods``, not in the config."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+from conftest import PRETRAIN, TINY_FEATURES
+
+CONFIG = PRETRAIN / "configs" / "train.json"
+
+
+def _parser(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser.read_config(str(CONFIG))
+    parser.update({"bundle_root": str(PRETRAIN), "features": json.loads(TINY_FEATURES), **overrides})
+    return parser
+
+
+def _bounds(parser) -> tuple[float, float, float]:
+    """``max_displacement`` and the bound of the training and the validation pair transforms."""
+    train_pair = parser.get_parsed_content("train#pair_transform")
+    val_pair = parser.get_parsed_content("validate#random_transforms")[-1]
+    assert type(val_pair) is type(train_pair) and val_pair is not train_pair  # same definition, own random state
+    return (
+        parser.get_parsed_content("max_displacement"),
+        train_pair.pair.max_displacement,
+        val_pair.pair.max_displacement,
+    )
+
+
+def _widths(head) -> list[int]:
+    """Output widths of the linear layers of a projection head."""
+    return [m.out_features for m in head.mlp if hasattr(m, "out_features")]
+
+
+@pytest.mark.parametrize("radius, bound", [(2, 62), (3, 93)])
+def test_max_displacement_is_the_heads_capture_range(radius, bound):
+    parser = _parser(head_radius=radius)
+    assert _bounds(parser) == (bound, bound, bound)
+    # the same reach as the CoverNet the config builds (its head reads the pyramid's five levels)
+    assert parser.get_parsed_content("cover_net").head.capture_range == bound
+
+
+def test_explicit_max_displacement_wins():
+    assert _bounds(_parser(head_radius=3, max_displacement=40.0)) == (40.0, 40.0, 40.0)
+
+
+@pytest.mark.parametrize(
+    "method, network, loss, transform",
+    [
+        ("cover", "CoverNet", "CoverLoss", "RandCoverPaird"),
+        ("voxel_infonce", "TwoViewFeatures", "VoxelInfoNCELoss", "RandCoverPaird"),
+        ("pcrlv2", "PCRLv2Net", "PCRLv2Loss", "PCRLv2Cropd"),
+        ("voco", "VoCoNet", "VoCoLoss", "VoCoCropd"),
+    ],
+)
+def test_method_override_resolves_network_loss_and_transform(method, network, loss, transform):
+    parser = _parser(method=method, patch_size=[32, 32, 32])
+    ssl = parser.get_parsed_content("ssl")
+    assert ssl.name == method
+    assert (type(ssl.network).__name__, type(ssl.loss).__name__, type(ssl.transform).__name__) == (
+        network,
+        loss,
+        transform,
+    )
+    # the pipeline runs the method's transform after the crop, and the network/loss trained are the method's
+    assert parser.get_parsed_content("train#random_transforms")[-1] is ssl.transform
+    assert ssl.predicts_ddf == (method == "cover")
+    params = {id(p) for p in parser.get_parsed_content("optimizer").param_groups[0]["params"]}
+    assert {id(p) for p in ssl.parameters()} == params
+    if method == "voxel_infonce":  # monai_cover.methods.method_kwargs: 1024 voxels, head 256-128
+        assert ssl.loss.num_samples == 1024
+        assert _widths(ssl.loss.head) == [256, 128]
+    if method == "pcrlv2":  # global and local crops of patch_size, 2 local crops
+        assert tuple(ssl.transform.global_size) == (32, 32, 32) and tuple(ssl.transform.local_size) == (32, 32, 32)
+        assert ssl.transform.num_local == 2
+    if method == "voco":  # 2x2 base grid and 2 random crops of patch_size, head 512-512-512
+        assert ssl.transform.grid == (2, 2) and ssl.transform.num_random == 2
+        assert tuple(ssl.transform.roi_size) == (32, 32, 32)
+        assert _widths(ssl.loss.projection) == [512, 512, 512]
+
+
+def test_method_kwargs_overrides_merge_with_the_defaults():
+    parser = _parser(method="voxel_infonce")
+    parser["method_loss_kwargs#num_samples"] = 512  # as --method_loss_kwargs#num_samples 512
+    ssl = parser.get_parsed_content("ssl")
+    assert ssl.loss.num_samples == 512
+    assert _widths(ssl.loss.head) == [256, 128]  # the other defaults stay
+    parser = _parser(method="voco", patch_size=[32, 32, 32], method_transform_kwargs={"grid": [1, 2]})
+    transform = parser.get_parsed_content("train#method_transform")
+    assert transform.grid == (1, 2) and transform.num_random == 2 and tuple(transform.roi_size) == (32, 32, 32)
+
+
+def test_no_method_switches_in_the_config():
+    text = CONFIG.read_text()
+    refs = re.findall(r'"([^"]*@method\b[^"]*)"', text)
+    # the name goes to build_method / build_method_transform and to method_kwargs; nothing compares it
+    assert sorted(refs) == sorted(
+        [
+            "@method",
+            "@method",
+            "$monai_cover.methods.method_kwargs(@method, @patch_size, @method_transform_kwargs, @method_loss_kwargs)",
+        ]
+    ), refs
+    config = json.loads(text)
+    assert "stop_after_epoch" not in config and "stop_handler" not in config["train"]
+    assert "pretext" not in text and "bundle_utils" not in text and "diagnostics" not in text  # deprecated aliases
