@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .inference import CoverPairSaver
 from .loss_summary import LossSummaryHandler, read_loss_summary
-from .metrics import DDFEndPointError, OverlapCosine, cover_output_transform
+from .metrics import CorrespondenceAccuracy, DDFEndPointError, FeatureCollapse, OverlapCosine, cover_output_transform
 from .training import (
     GradientClipHandler,
     ProgressBarHandler,
@@ -14,8 +14,10 @@ from .training import (
 )
 
 __all__ = [
+    "CorrespondenceAccuracy",
     "CoverPairSaver",
     "DDFEndPointError",
+    "FeatureCollapse",
     "GradientClipHandler",
     "LossSummaryHandler",
     "OverlapCosine",

@@ -43,12 +43,18 @@ def _widths(head) -> list[int]:
     return [m.out_features for m in head.mlp if hasattr(m, "out_features")]
 
 
-@pytest.mark.parametrize("radius, bound", [(2, 62), (3, 93)])
-def test_max_displacement_is_the_heads_capture_range(radius, bound):
-    parser = _parser(head_radius=radius)
+@pytest.mark.parametrize(
+    "radius, patch, levels, bound",
+    [(2, [32, 32, 32], 3, 14), (3, [32, 32, 32], 2, 9), (2, [64, 64, 64], 4, 30), (2, [128, 128, 128], 5, 62),
+     (3, [128, 128, 128], 4, 45)],
+)
+def test_levels_and_max_displacement_follow_the_crop_and_radius(radius, patch, levels, bound):
+    parser = _parser(head_radius=radius, patch_size=patch)
+    assert parser.get_parsed_content("head_levels") == levels
     assert _bounds(parser) == (bound, bound, bound)
-    # the same reach as the CoverNet the config builds (its head reads the pyramid's five levels)
-    assert parser.get_parsed_content("cover_net").head.capture_range == bound
+    # the same reach as the CoverNet the config builds, which reads the `levels` finest pyramid levels
+    cover_net = parser.get_parsed_content("cover_net")
+    assert cover_net.levels == levels and cover_net.head.capture_range == bound
 
 
 def test_explicit_max_displacement_wins():
