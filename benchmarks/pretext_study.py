@@ -152,11 +152,11 @@ def evaluate(net: torch.nn.Module, pairs: list[dict]) -> dict[str, float]:
 
 
 def run_config(name: str, track: str, train: list, val_images: list, steps: int, evals: int, seed: int) -> dict:
+    from ignite.engine import Events
     from monai.data import DataLoader, Dataset
     from monai.engines import SupervisedTrainer
     from monai.networks.nets import BasicUNet
     from monai.utils import set_determinism
-    from ignite.engine import Events
 
     from monai_cover.engines import CoverPrepareBatch
     from monai_cover.handlers import GradientClipHandler
@@ -172,8 +172,9 @@ def run_config(name: str, track: str, train: list, val_images: list, steps: int,
     unet = BasicUNet(spatial_dims=len(patch), in_channels=1, out_channels=1, features=FEATURES)
     backbone = FeaturePyramid(unet)
     method = build_method(
-        "cover", backbone, cover_net=CoverNet(backbone, levels=levels, **net_kwargs), cover_loss=CoverLoss(**loss_kwargs),
-        cover_prepare_batch=CoverPrepareBatch(), pair_transform=pair_transform(track, levels),
+        "cover", backbone, cover_net=CoverNet(backbone, levels=levels, **net_kwargs),
+        cover_loss=CoverLoss(**loss_kwargs), cover_prepare_batch=CoverPrepareBatch(),
+        pair_transform=pair_transform(track, levels),
     )  # fmt: skip
     val = validation_pairs(track, val_images, levels)
     dataset = Dataset([{"image": im} for im in train], transform=method.transform)
@@ -209,7 +210,8 @@ def write_report(out: Path, results: dict) -> None:
     lines = [f"# COVER pretext study, track {results['track']}", "",
              f"{results['steps']} AdamW steps per configuration, batch {TRACKS[results['track']]['batch']}, "
              f"{'x'.join(map(str, TRACKS[results['track']]['patch']))} crops, BasicUNet{FEATURES} via FeaturePyramid, "
-             f"seed {results['seed']}; {TRACKS[results['track']]['num_val']} held-out pairs: {results['val_note']}.", "",
+             f"seed {results['seed']}; {TRACKS[results['track']]['num_val']} held-out pairs: "
+             f"{results['val_note']}.", "",
              "| config | levels | lr | EPE/zero at 0 -> mid -> end | NN-corr (2 vox) end | eff. rank end (init) | "
              "mean cos end (init) | overlap cos end | minutes |",
              "|---|---|---|---|---|---|---|---|---|"]

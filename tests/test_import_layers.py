@@ -76,7 +76,8 @@ def _violations() -> list[str]:
         own = _layer(name)
         for line, module in _imports(path):
             if module.split(".")[0] == "benchmarks":
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} (benchmarks are not a library)")
+                where = path.relative_to(PACKAGE.parent)
+                found.append(f"{where}:{line} imports {module} (benchmarks are not a library)")
             target = _layer(module)
             if own is None or target is None:
                 continue

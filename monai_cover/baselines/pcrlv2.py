@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.utils import convert_to_tensor
 from monai.transforms import (
     Compose,
     RandAdjustContrast,
@@ -34,6 +33,7 @@ from monai.transforms import (
     RandGaussianSmooth,
     Randomizable,
 )
+from monai.utils import convert_to_tensor
 
 from monai_cover.baselines.utils import Box, SingleImageCropd, as_channel_first_image, box_iou, crop_resize
 from monai_cover.networks.utils import run_backbone_on_views

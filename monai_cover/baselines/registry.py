@@ -101,7 +101,8 @@ def build_pretext(
     if pyramid_channels is None:
         pyramid_channels = getattr(backbone, "out_channels", None)
         if not isinstance(pyramid_channels, (tuple, list)):
-            raise ValueError("build_pretext: pass pyramid_channels, or a backbone exposing out_channels (a tuple, coarse "
+            raise ValueError("build_pretext: pass pyramid_channels, or a backbone exposing out_channels (a tuple, "
+                             "coarse "
                              f"to fine); got out_channels={pyramid_channels!r}.")
     if spatial_dims is None:
         spatial_dims = getattr(backbone, "spatial_dims", 3)

@@ -97,5 +97,8 @@ class CoverPrepareBatch(KeysPrepareBatch):
         self, view_a_key: str = "view_a", view_b_key: str = "view_b", ddf_key: str = "ddf", overlap_key: str = "overlap"
     ) -> None:
         super().__init__(
-            [view_a_key, view_b_key], [ddf_key, overlap_key], target_names=["ddf", "overlap"], optional_keys=[overlap_key]
+            [view_a_key, view_b_key],
+            [ddf_key, overlap_key],
+            target_names=["ddf", "overlap"],
+            optional_keys=[overlap_key],
         )

@@ -253,7 +253,9 @@ class CoverLoss(_Loss):
         self.ddf_key, self.features_a_key, self.features_b_key = ddf_key, features_a_key, features_b_key
         self.target_ddf_key, self.overlap_key = target_ddf_key, overlap_key
         self.vector_loss = VectorRegressionLoss(reduction=self.reduction)
-        self.consistency_loss = FeatureConsistencyLoss(reduction=self.reduction, stop_gradient=consistency_stop_gradient)
+        self.consistency_loss = FeatureConsistencyLoss(
+            reduction=self.reduction, stop_gradient=consistency_stop_gradient
+        )
         self.spread_loss = FeatureSpreadLoss(reduction=self.reduction, **dict(spread_kwargs or {}))
 
     @classmethod

@@ -6,13 +6,13 @@ handlers in :py:mod:`monai_cover.handlers` wrap them."""
 from __future__ import annotations
 
 from .ddf import DDFEndPointErrorMetric, OverlapCosineMetric, ddf_end_point_error, overlap_cosine
+from .dispersion import dispersion_report, effective_rank, extract_features, feature_dispersion, format_dispersion
 from .features import (
     CorrespondenceAccuracyMetric,
     FeatureCollapseMetric,
     correspondence_accuracy,
     mean_pairwise_cosine,
 )
-from .dispersion import dispersion_report, effective_rank, extract_features, feature_dispersion, format_dispersion
 
 __all__ = [
     "DDFEndPointErrorMetric",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .appearance import AppearanceParams, RandCoverAppearance, apply_appearance
 from .array import CoverPair, RandCoverPair, check_cover_image
-from .dictionary import RandCoverPairD, RandCoverPairDict, RandCoverPaird
+from .dictionary import RandCoverPairD, RandCoverPaird, RandCoverPairDict
 from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd
 from .spatial import (
     DEFAULT_MAX_DISPLACEMENT,

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import (
     AdjustContrast,

@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import RandomizableTransform, SpatialCrop
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
+from monai.transforms import RandomizableTransform, SpatialCrop
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, fall_back_tuple
 
 from monai_cover.ddf import overlap_mask
@@ -112,8 +112,9 @@ class RandCoverPair(RandomizableTransform):
             disables the bound (the reference behaviour). Use ``capture_range(3)`` = 93 for radius 3.
             Measured over the whole crop (exact for the affine part, via the crop corners; conservative with
             elastic), which also bounds every overlap voxel. The 3D defaults on 96^3 crops rarely exceed 62
-            (identical statistics with and without the bound in benchmarks/bench_views.py); the 2D reference ranges on 384^2 crops
-            almost never do (90 % of overlap voxels beyond reach unbounded), so 2D draws end up shrunk to
+            (identical statistics with and without the bound in benchmarks/bench_views.py); the 2D reference
+            ranges on 384^2 crops almost never do (90 % of overlap voxels beyond reach unbounded), so 2D draws end
+            up shrunk to
             the bound: prefer smaller 2D ranges or a larger head radius there.
         max_redraws: number of draws tried before shrinking (>= 1). Default 10.
         appearance: ``None`` (default settings), ``False`` (no appearance augmentation), a dict of

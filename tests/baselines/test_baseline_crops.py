@@ -7,8 +7,6 @@ import numpy as np
 import torch
 from monai.utils import set_determinism
 
-from monai_cover.losses.pcrlv2 import PCRLv2Loss
-from monai_cover.losses.voco import VoCoLoss
 from monai_cover.baselines import (
     PCRLv2Cropd,
     PCRLv2Net,
@@ -19,6 +17,8 @@ from monai_cover.baselines import (
     crop_resize,
     voco_position_labels,
 )
+from monai_cover.losses.pcrlv2 import PCRLv2Loss
+from monai_cover.losses.voco import VoCoLoss
 from monai_cover.networks.utils import as_pyramid
 
 

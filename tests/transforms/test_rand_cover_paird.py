@@ -14,7 +14,7 @@ from monai.utils import set_determinism
 from parameterized import parameterized
 
 from monai_cover.ddf import warp
-from monai_cover.transforms import RandCoverPairD, RandCoverPairDict, RandCoverPaird
+from monai_cover.transforms import RandCoverPairD, RandCoverPaird, RandCoverPairDict
 
 
 class TestRandCoverPaird(unittest.TestCase):

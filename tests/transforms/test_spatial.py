@@ -95,7 +95,8 @@ class TestSpatialDDF(unittest.TestCase):
     def test_max_displacement_enforced(self, d, crop, shape):
         strong = default_spatial_ranges(d, rotate_range=1.0, scale_range=0.9, translate_range=0.5, elastic=True)
         draws = [
-            sample_spatial_params(np.random.RandomState(s), shape, crop, strong, max_displacement=None) for s in range(4)
+            sample_spatial_params(np.random.RandomState(s), shape, crop, strong, max_displacement=None)
+            for s in range(4)
         ]
         unbounded = [float(spatial_ddf(p).abs().max()) for p in draws]
         self.assertGreater(max(unbounded), 8.0)

@@ -14,7 +14,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
-from monai.utils import ensure_tuple_rep
 
 from monai_cover.networks.utils import crop_pyramid, pad_to_divisible
 

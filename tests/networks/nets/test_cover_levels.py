@@ -61,8 +61,8 @@ def test_cover_net_reads_the_finest_levels_and_warns_on_degenerate_ones():
 
 def _real_pairs(patch, count=8, seed=0):
     """Real COVER pairs from the MNI152 template (nilearn), at 2 mm, bounded by the matched head's reach."""
-    from nilearn.datasets import load_mni152_template
     from monai.transforms import RandSpatialCropSamples
+    from nilearn.datasets import load_mni152_template
 
     from monai_cover.transforms import RandCoverPair
 
