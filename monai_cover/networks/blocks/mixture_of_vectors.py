@@ -26,19 +26,38 @@ query (a float copy), the key, the per-head displacements and the log-sum-exp. S
 float32 (float64 for float64 inputs), also under CPU/CUDA autocast (inputs are cast to float32).
 Measured on a 2-core CPU at (2, 32, 32^3) with 4 heads and (1, 8, 64^3) with 1 head, radius 2: about 3x faster
 forward + backward than the per-offset loop with about 0.15x its transient peak memory (``benchmarks/bench_mov.py``).
+
+Backends: the op above (``"torch"``) runs on every device. On CUDA tensors, when the optional ``triton`` package is
+installed (``pip install monai_cover[gpu]``), ``backend="auto"`` (the default) runs fused Triton kernels instead
+(:mod:`~monai_cover.networks.blocks.mixture_of_vectors_triton`: one pass over the neighbourhood per voxel, forward
+and backward, float32 arithmetic on float32/bfloat16/float16 inputs read as they are, also under autocast). So there
+is one code path per device: Triton on CUDA, this op everywhere else (and for float64 inputs, which it keeps in
+float64). ``backend="torch"`` or ``"triton"`` forces one; the environment variable ``MONAI_COVER_MOV_BACKEND``
+(``auto``, ``torch`` or ``triton``) sets what ``"auto"`` means for a whole run, e.g. to compare the two in a
+pretraining run without touching its config. :func:`select_backend` says which backend a call would run.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import itertools
 import math
+import os
 
 import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MixtureOfVectors", "mixture_of_vectors"]
+__all__ = ["MixtureOfVectors", "mixture_of_vectors", "select_backend", "triton_available", "BACKENDS", "BACKEND_ENV"]
+
+#: values of the ``backend`` argument
+BACKENDS = ("auto", "torch", "triton")
+#: environment variable that sets what ``backend="auto"`` means (``auto``, ``torch`` or ``triton``)
+BACKEND_ENV = "MONAI_COVER_MOV_BACKEND"
+#: input dtypes the Triton kernels read (float64 stays with the PyTorch op)
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 #: bytes allowed for one ``(B, num_heads, chunk, *S)`` logits buffer when ``chunk_size`` is not given.
 _BUFFER_BUDGET = 24 * 2**20
@@ -188,8 +207,50 @@ class _MixtureOfVectorsFunction(torch.autograd.Function):
         return dqh.view(b, c, *spatial), dkh.view(b, c, *spatial), None, None, None
 
 
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """True when the optional ``triton`` package imports (checked once per process; only called for CUDA tensors)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken install counts as absent: the PyTorch op is used
+        return False
+    return True
+
+
+def select_backend(
+    backend: str = "auto", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> str:
+    """The backend (``"torch"`` or ``"triton"``) that :func:`mixture_of_vectors` runs for inputs on ``device``.
+
+    ``"torch"`` and ``"triton"`` are returned as given. ``"auto"`` first reads ``MONAI_COVER_MOV_BACKEND`` (unset or
+    ``auto``: no override), then picks ``"triton"`` for CUDA devices when triton is installed and ``dtype`` is
+    float32, bfloat16 or float16, and ``"torch"`` otherwise.
+
+    Raises:
+        ValueError: an unknown ``backend`` or environment value.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS} (or unset), got {os.environ[BACKEND_ENV]!r}.")
+    if backend != "auto":
+        return backend
+    if torch.device(device).type == "cuda" and dtype in _TRITON_DTYPES and triton_available():
+        return "triton"
+    return "torch"
+
+
 def mixture_of_vectors(
-    query: torch.Tensor, key: torch.Tensor, radius: int = 2, num_heads: int = 1, chunk_size: int | None = None
+    query: torch.Tensor,
+    key: torch.Tensor,
+    radius: int = 2,
+    num_heads: int = 1,
+    chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Displacement read off ``query`` and ``key`` by the mixture of vectors (see the module docstring).
 
@@ -199,7 +260,9 @@ def mixture_of_vectors(
         radius: neighbourhood radius ``r >= 1``: ``(2r + 1)^d`` offsets.
         num_heads: number of heads; ``C % num_heads == 0``, channel ``c`` belongs to head ``c % num_heads``.
         chunk_size: offsets per logits buffer. ``None`` picks the largest chunk whose buffer
-            ``B * num_heads * chunk * N`` floats stays within 24 MiB (at least 1 offset).
+            ``B * num_heads * chunk * N`` floats stays within 24 MiB (at least 1 offset). PyTorch backend only.
+        backend: ``"auto"`` (Triton for CUDA tensors when triton is installed, else PyTorch; see
+            :func:`select_backend` and ``MONAI_COVER_MOV_BACKEND``), ``"torch"`` or ``"triton"`` (CUDA tensors only).
 
     Returns:
         ``(B, d, *S)`` displacement in voxels, channel ``i`` along array axis ``i`` (float32, float64 for float64
@@ -207,7 +270,8 @@ def mixture_of_vectors(
 
     Raises:
         ValueError: mismatching shapes, a spatial rank other than 2 or 3, ``C`` not divisible by ``num_heads``,
-            ``radius < 1`` or ``chunk_size < 1``.
+            ``radius < 1``, ``chunk_size < 1``, an unknown ``backend``, or ``"triton"`` for non-CUDA or float64 inputs.
+        ImportError: ``backend="triton"`` without triton installed.
     """
     if query.shape != key.shape:
         raise ValueError(f"query and key must have the same shape, got {tuple(query.shape)} and {tuple(key.shape)}.")
@@ -229,6 +293,12 @@ def mixture_of_vectors(
     chunk = -(-n_off // -(-n_off // chunk))  # same number of chunks, sizes as even as possible
     # MetaTensor's new_empty does not take the sizes the Function passes; the result carries no meta anyway.
     query, key = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (query, key))
+    if select_backend(backend, query.device, torch.promote_types(query.dtype, key.dtype)) == "triton":
+        if not triton_available():
+            raise ImportError("backend='triton' needs the optional triton package: pip install 'monai_cover[gpu]'.")
+        from .mixture_of_vectors_triton import mixture_of_vectors_triton
+
+        return mixture_of_vectors_triton(query, key, int(radius), int(num_heads))
     return _MixtureOfVectorsFunction.apply(query, key, int(radius), int(num_heads), chunk)
 
 
@@ -240,11 +310,19 @@ class MixtureOfVectors(nn.Module):
         radius: neighbourhood radius ``r >= 1`` (COVER's default 2; the paper's ablation prefers 3).
         num_heads: number of interleaved heads (``C % num_heads == 0``).
         chunk_size: offsets per logits buffer (``None``: automatic, bounded memory); see :func:`mixture_of_vectors`.
+        backend: ``"auto"`` (Triton on CUDA when installed, PyTorch elsewhere), ``"torch"`` or ``"triton"``.
 
     ``forward(query, key)`` returns the ``(B, spatial_dims, *S)`` displacement in voxels.
     """
 
-    def __init__(self, spatial_dims: int, radius: int = 2, num_heads: int = 1, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        radius: int = 2,
+        num_heads: int = 1,
+        chunk_size: int | None = None,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -252,7 +330,10 @@ class MixtureOfVectors(nn.Module):
             raise ValueError(f"radius must be an integer >= 1, got {radius}.")
         if int(num_heads) != num_heads or num_heads < 1:
             raise ValueError(f"num_heads must be an integer >= 1, got {num_heads}.")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
         self.spatial_dims, self.radius, self.num_heads, self.chunk_size = spatial_dims, radius, num_heads, chunk_size
+        self.backend = backend
 
     def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         if query.ndim != self.spatial_dims + 2:
@@ -260,7 +341,10 @@ class MixtureOfVectors(nn.Module):
                 f"expected (B, C, *spatial) inputs with {self.spatial_dims} spatial dims, "
                 f"got query {tuple(query.shape)}."
             )
-        return mixture_of_vectors(query, key, self.radius, self.num_heads, self.chunk_size)
+        backend = getattr(self, "backend", "auto")  # modules pickled before the attribute existed
+        return mixture_of_vectors(query, key, self.radius, self.num_heads, self.chunk_size, backend)
 
     def extra_repr(self) -> str:
-        return f"spatial_dims={self.spatial_dims}, radius={self.radius}, num_heads={self.num_heads}"
+        backend = getattr(self, "backend", "auto")
+        backend = "" if backend == "auto" else f", backend={backend!r}"
+        return f"spatial_dims={self.spatial_dims}, radius={self.radius}, num_heads={self.num_heads}{backend}"
