@@ -1,11 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Data helpers for the bundles: a SimpleITK image reader for MONAI's ``LoadImage``, datalist
-discovery for ``dataset_dir``, and the embedded real demo volumes. (Per-modality intensity scaling is a
-transform: :py:class:`monai_cover.transforms.ScaleIntensityByModalityd`.)"""
+"""Data helpers for the bundles: image readers for MONAI's ``LoadImage`` (nibabel for NIfTI, SimpleITK for the
+rest), datalist discovery for ``dataset_dir``, the pre-flight check of every file (:py:func:`check_datalist`), the
+NaN/inf guard of the loader, and the embedded real demo volumes. (Per-modality intensity scaling is a transform:
+:py:class:`monai_cover.transforms.ScaleIntensityByModalityd`.)"""
 
 from __future__ import annotations
 
-from .datalist import VOLUME_SUFFIXES, find_volumes, get_datalist, split_datalist
+from .classes import class_names, write_class_names
+from .datalist import (
+    MODALITIES,
+    VOLUME_SUFFIXES,
+    find_volumes,
+    get_datalist,
+    inference_datalist,
+    normalize_modality,
+    split_datalist,
+)
 from .demo import (
     DEMO_VOLUMES,
     chest_ct_label_names,
@@ -13,20 +23,47 @@ from .demo import (
     demo_pretrain_datalist,
     demo_segmentation_datalist,
 )
-from .readers import SITK_SUFFIXES, SimpleITKReader
+from .finite import NONFINITE_POLICIES, CheckFinited, replace_nonfinite
+from .preflight import (
+    DATASET_TYPES,
+    ON_BAD_FILE,
+    DataCheckError,
+    DataReport,
+    check_datalist,
+    choose_dataset_type,
+    physical_memory_bytes,
+)
+from .readers import NIFTI_SUFFIXES, SITK_SUFFIXES, SimpleITKReader, volume_readers
 
 __all__ = [
+    "DATASET_TYPES",
     "DEMO_VOLUMES",
+    "MODALITIES",
+    "NIFTI_SUFFIXES",
+    "NONFINITE_POLICIES",
+    "ON_BAD_FILE",
     "SITK_SUFFIXES",
     "VOLUME_SUFFIXES",
+    "CheckFinited",
+    "DataCheckError",
+    "DataReport",
     "SimpleITKReader",
+    "check_datalist",
+    "class_names",
     "chest_ct_label_names",
+    "choose_dataset_type",
     "demo_available",
     "demo_pretrain_datalist",
     "demo_segmentation_datalist",
     "find_volumes",
     "get_datalist",
+    "inference_datalist",
+    "normalize_modality",
+    "physical_memory_bytes",
+    "replace_nonfinite",
     "split_datalist",
+    "volume_readers",
+    "write_class_names",
 ]
 
 
@@ -36,6 +73,7 @@ def __getattr__(name: str):
 
         from monai_cover import transforms
 
-        warnings.warn(f"monai_cover.data.{name} moved to monai_cover.transforms.{name}.", DeprecationWarning, stacklevel=2)
+        msg = f"monai_cover.data.{name} moved to monai_cover.transforms.{name}."
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
         return getattr(transforms, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A MONAI ``ImageReader`` backed by SimpleITK (NRRD, MetaImage, DICOM series, NIfTI, ...).
+"""A MONAI ``ImageReader`` backed by SimpleITK (NRRD, MetaImage, DICOM series, NIfTI, ...), and the reader
+list the bundles use.
 
 MONAI's own ``ITKReader`` needs the ``itk`` package; ``SimpleITK`` is a much smaller wheel and a
 dependency of monai_cover, so this reader lets ``LoadImage(d)`` open every format SimpleITK can,
 including a folder holding one DICOM series. It follows ``ITKReader``'s conventions: the returned
 array is indexed ``[i, j, k]`` (x fastest, as nibabel), ``affine`` is in RAS by default.
+
+**Reader order.** ``LoadImage(reader=[r0, r1])`` tries the readers from the END of the list (``r1`` first) and
+falls back to the next one only when ``read()`` raises. The bundles pass :py:func:`volume_readers`:
+``[SimpleITKReader(nifti=False), NibabelReader()]``, so NIfTI is read by nibabel (which raises on a truncated
+``.nii.gz`` or a broken header, where SimpleITK zero-fills the missing voxels), and NRRD, MetaImage and DICOM
+series, which nibabel refuses, by SimpleITK. ``nifti=False`` makes SimpleITK refuse NIfTI, so a NIfTI that
+nibabel cannot open is an error, never silently read by the other library.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ import numpy as np
 from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-__all__ = ["SimpleITKReader", "SITK_SUFFIXES"]
+__all__ = ["NIFTI_SUFFIXES", "SITK_SUFFIXES", "SimpleITKReader", "volume_readers"]
 
 #: suffixes this reader claims (a directory is treated as a DICOM series)
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm", ".img", ".hdr", ".vtk", ".tif", ".tiff")
+#: NIfTI files, read by nibabel in the bundles
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 class SimpleITKReader(ImageReader):
@@ -31,6 +41,8 @@ class SimpleITKReader(ImageReader):
         series_name: DICOM series UID to read when a folder holds several (default: the first).
         affine_lps_to_ras: convert ITK's LPS affine to RAS (MONAI's default space).
         dtype: cast the array to this dtype (``None`` keeps the file's type).
+        nifti: also read NIfTI (``.nii``, ``.nii.gz``); ``False`` makes :py:meth:`read` raise for them, so that in
+            a reader list NIfTI is left to nibabel (see :py:func:`volume_readers`).
 
     Example::
 
@@ -45,16 +57,20 @@ class SimpleITKReader(ImageReader):
         series_name: str = "",
         affine_lps_to_ras: bool = True,
         dtype: np.dtype | type | str | None = np.float32,
+        nifti: bool = True,
     ) -> None:
         super().__init__()
         self.channel_dim = channel_dim
         self.series_name = series_name
         self.affine_lps_to_ras = affine_lps_to_ras
         self.dtype = dtype
+        self.nifti = bool(nifti)
 
     def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike | str) -> bool:
         for name in ensure_tuple(filename):
             name = str(name)
+            if not self.nifti and name.lower().endswith(NIFTI_SUFFIXES):
+                return False
             if not (os.path.isdir(name) or name.lower().endswith(SITK_SUFFIXES)):
                 return False
         return True
@@ -74,7 +90,15 @@ class SimpleITKReader(ImageReader):
         return sitk.ReadImage(name)
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike | str, **kwargs):
-        """Read one file/folder, or a list of them (stacked as channels by :py:meth:`get_data`)."""
+        """Read one file/folder, or a list of them (stacked as channels by :py:meth:`get_data`).
+
+        Raises:
+            ValueError: a NIfTI file when ``nifti=False`` (left to nibabel).
+        """
+        if not self.nifti:
+            for name in ensure_tuple(data):
+                if str(name).lower().endswith(NIFTI_SUFFIXES):
+                    raise ValueError(f"SimpleITKReader(nifti=False) leaves NIfTI to nibabel: {str(name)!r}.")
         images = [self._read_one(str(name)) for name in ensure_tuple(data)]
         return images if len(images) > 1 else images[0]
 
@@ -127,9 +151,21 @@ class SimpleITKReader(ImageReader):
             )
             if not same_grid:
                 raise ValueError(
-                    f"SimpleITKReader: image {i} has shape {arrays[i].shape} and affine {header[MetaKeys.AFFINE].tolist()}, "
-                    f"image 0 has {arrays[0].shape} and {first[MetaKeys.AFFINE].tolist()}: stacked files must share one grid."
+                    f"SimpleITKReader: image {i} has shape {arrays[i].shape} and affine "
+                    f"{header[MetaKeys.AFFINE].tolist()}, image 0 has {arrays[0].shape} and "
+                    f"{first[MetaKeys.AFFINE].tolist()}: stacked files must share one grid."
                 )
         meta = dict(first)
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta
+
+
+def volume_readers() -> list[ImageReader]:
+    """The bundles' reader list for ``LoadImage(d)(reader=...)``: ``[SimpleITKReader(nifti=False), NibabelReader()]``.
+
+    MONAI tries the LAST reader first, so NIfTI goes through nibabel (a truncated ``.nii.gz`` raises ``EOFError``,
+    a NaN stays NaN) and everything nibabel refuses (NRRD, MetaImage, DICOM series folders) through SimpleITK.
+    """
+    from monai.data import NibabelReader
+
+    return [SimpleITKReader(nifti=False), NibabelReader()]
