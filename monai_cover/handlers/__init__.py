@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from .class_metrics import ClassMetricsHandler
+from .images import PANELS, CoverImageHandler
 from .inference import CoverPairSaver
 from .loss_summary import LossSummaryHandler, read_loss_summary
 from .metrics import CorrespondenceAccuracy, DDFEndPointError, FeatureCollapse, OverlapCosine, cover_output_transform
 from .training import (
+    CheckpointRetentionHandler,
     GradientClipHandler,
     ProgressBarHandler,
     TransformSeedHandler,
@@ -14,7 +17,11 @@ from .training import (
 )
 
 __all__ = [
+    "PANELS",
+    "CheckpointRetentionHandler",
+    "ClassMetricsHandler",
     "CorrespondenceAccuracy",
+    "CoverImageHandler",
     "CoverPairSaver",
     "DDFEndPointError",
     "FeatureCollapse",

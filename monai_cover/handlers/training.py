@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Small Ignite handlers the bundles need: gradient clipping, re-seeding validation transforms,
-finding the checkpoint to resume from, and a progress bar."""
+finding the checkpoint to resume from, keeping ``n_saved`` checkpoints across resumes, and a progress bar."""
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import zipfile
@@ -14,6 +15,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
 __all__ = [
+    "CheckpointRetentionHandler",
     "GradientClipHandler",
     "ProgressBarHandler",
     "TransformSeedHandler",
@@ -94,6 +96,67 @@ def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoi
         if zipfile.is_zipfile(path):
             return path
     return None
+
+
+def _checkpoints(ckpt_dir: str | os.PathLike, pattern: str) -> list[tuple[int, str]]:
+    found = []
+    for path in glob.glob(os.path.join(str(ckpt_dir), pattern)):
+        m = re.search(r"=(\d+)\.pt$", path)
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+class CheckpointRetentionHandler(_OnEvent):
+    """Keep at most ``n_saved`` checkpoints in ``ckpt_dir`` in total, across resumed runs.
+
+    MONAI's ``CheckpointSaver(n_saved=...)`` only counts the files it wrote itself, so every resume adds
+    ``n_saved`` more. Attached after the saver (``EPOCH_COMPLETED``), this handler keeps the ``n_saved`` whole
+    ``checkpoint_epoch=<n>.pt`` files with the highest epochs up to the current one and deletes the older ones,
+    and files cut short by a kill (not a zip archive, see :py:func:`find_latest_checkpoint`) older than the newest
+    whole one. Checkpoints of *later* epochs (an earlier, longer run in the same folder) are left alone, with a
+    warning, since a later resume would pick them.
+
+    Args:
+        ckpt_dir: the saver's folder.
+        n_saved: how many to keep (``None`` or ``<= 0``: all).
+        pattern: the checkpoint file names.
+        enabled: ``False`` does nothing (e.g. on ranks other than 0).
+    """
+
+    def __init__(
+        self, ckpt_dir: str | os.PathLike, n_saved: int | None = 2, pattern: str = "checkpoint_epoch=*.pt",
+        enabled: bool = True,
+    ) -> None:  # fmt: skip
+        self.ckpt_dir = str(ckpt_dir)
+        self.n_saved = int(n_saved) if n_saved else 0
+        self.pattern = pattern
+        self.enabled = bool(enabled)
+        self._warned = False
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.enabled or self.n_saved <= 0:
+            return
+        current = int(engine.state.epoch)
+        found = _checkpoints(self.ckpt_dir, self.pattern)
+        later = [p for e, p in found if e > current]
+        if later and not self._warned:
+            self._warned = True
+            logging.getLogger(__name__).warning(
+                "%s holds checkpoints of later epochs than this run's %d (%s), from an earlier run: a resume would "
+                "start from them; delete them or use another output_dir.", self.ckpt_dir, current,
+                ", ".join(os.path.basename(p) for p in later[:3]),
+            )  # fmt: skip
+        whole = [(e, p) for e, p in found if e <= current and zipfile.is_zipfile(p)]
+        keep = {p for _, p in whole[-self.n_saved :]}
+        oldest_kept = min((e for e, p in whole if p in keep), default=None)
+        for epoch, path in found:
+            if epoch > current or path in keep or oldest_kept is None or epoch >= oldest_kept:
+                continue
+            try:
+                os.remove(path)
+            except OSError:  # pragma: no cover - removed meanwhile
+                pass
 
 
 class ProgressBarHandler:
