@@ -5,19 +5,46 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-__all__ = ["LoadReport", "load_pretrained", "load_state_dict_file", "resolve_weights_path"]
+__all__ = [
+    "KNOWN_PREFIXES",
+    "LoadReport",
+    "RefusedPickleError",
+    "WeightsMismatchError",
+    "load_pretrained",
+    "load_state_dict_file",
+    "resolve_weights_path",
+]
 
 logger = logging.getLogger(__name__)
 
 #: keys of a checkpoint dict that may hold the model's state dict, tried in this order
 STATE_DICT_KEYS = ("model", "state_dict", "network", "backbone", "network_def")
+#: prefixes of monai_cover's own files, stripped automatically when the keys match without them:
+#: ``models/cover_net.pt`` and COVER training checkpoints (``backbone.``, the CoverNet around the network),
+#: checkpoints of the baseline methods (``network.backbone.``)
+KNOWN_PREFIXES = {
+    "backbone.": "a CoverNet state dict (models/cover_net.pt or a COVER training checkpoint)",
+    "network.backbone.": "a baseline method's training checkpoint (network + loss heads)",
+    "model.": "a wrapped model",
+}
+
+
+class RefusedPickleError(pickle.UnpicklingError, ValueError):
+    """A weights file holding pickled Python objects besides tensors: never unpickled here."""
+
+
+class WeightsMismatchError(ValueError):
+    """No pretrained tensor fits the network: names that do not line up, or widths that differ (the message
+    says which, with examples)."""
 
 
 @dataclass
@@ -39,12 +66,19 @@ class LoadReport:
     mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
     source: str = ""
+    stripped_prefix: str = ""
 
     def __str__(self) -> str:
+        stripped = f" (source prefix {self.stripped_prefix!r} stripped)" if self.stripped_prefix else ""
         return (
-            f"loaded {len(self.loaded)} tensors from {self.source}: {len(self.missing)} missing, "
+            f"loaded {len(self.loaded)} tensors from {self.source}{stripped}: {len(self.missing)} missing, "
             f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched, {len(self.excluded)} excluded"
         )
+
+    def diagnosis(self, network: torch.nn.Module | None = None, source_state: Mapping | None = None) -> str:
+        """What went wrong, in words: names that do not line up and shapes that differ, told apart, with a few
+        examples of each and what to change."""
+        return _diagnose(self, network, source_state)
 
 
 def resolve_weights_path(source: str | os.PathLike, model_file: str = "model.pt") -> Path:
@@ -68,8 +102,23 @@ def load_state_dict_file(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", state_dict_key: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Read a state dict with ``torch.load(weights_only=True)``; if the file holds a checkpoint dict,
-    take ``state_dict_key`` (or the first of :py:data:`STATE_DICT_KEYS` present)."""
-    obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    take ``state_dict_key`` (or the first of :py:data:`STATE_DICT_KEYS` present).
+
+    Raises:
+        RefusedPickleError: the file holds pickled Python objects besides tensors (they could run code when
+            unpickled): the message names the first one and how to save plain weights.
+    """
+    try:
+        obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        raise RefusedPickleError(
+            f"{path}: refused. The file holds pickled Python objects{what} besides tensors; monai_cover only reads "
+            "tensors from weights files, since unpickling objects can run arbitrary code. Save the weights alone where "
+            "the model was trained, torch.save(model.state_dict(), 'weights.pt'), and load that file (or pass the "
+            "state dict itself to load_pretrained)."
+        ) from None
     return _pick_state_dict(obj, state_dict_key, str(path))
 
 
@@ -117,13 +166,20 @@ def load_pretrained(
     ``source_prefix="backbone."`` to take the backbone out of a full ``CoverNet`` state dict);
     ``prefix`` is prepended (e.g. ``"encoder."`` when the pretrained net sits inside a wrapper);
     ``mapping`` renames whole keys (``{source_key_after_prefixes: destination_key}``).
+
+    Without ``source_prefix``, ``prefix`` and ``mapping``, monai_cover's own files load as they are: when fewer than
+    half of the network's keys are found by name, the known prefixes (:py:data:`KNOWN_PREFIXES`: ``backbone.`` of
+    ``models/cover_net.pt`` and COVER training checkpoints, ``network.backbone.`` of the baselines' checkpoints),
+    else the most common prefix in front of the network's key names, are stripped, and the report says so
+    (``report.stripped_prefix``, logged).
     Destination keys matching any ``exclude`` regex (``re.search``) are skipped, and a tensor whose
     shape differs is reported as mismatched, not loaded (e.g. a final conv with another number of classes).
 
     Args:
         network: the module to load into (modified in place).
-        source: a bundle folder (``models/model.pt`` is read), a weights file (a state dict, or a
-            checkpoint dict holding one under ``state_dict_key``/``"model"``/``"state_dict"``...),
+        source: a bundle folder (``models/model.pt`` is read), a weights file (a state dict such as
+            ``models/model.pt`` or ``models/cover_net.pt``, or a checkpoint dict holding one under
+            ``state_dict_key``/``"model"``/``"state_dict"``..., such as ``checkpoints/checkpoint_epoch=<n>.pt``),
             or a state dict. Files are read with ``torch.load(weights_only=True)``.
         prefix: prepended to every source key.
         source_prefix: only source keys with this prefix are used, without it.
@@ -139,8 +195,12 @@ def load_pretrained(
         a :py:class:`LoadReport`; it is also logged (INFO) by the ``monai_cover.weights`` logger.
 
     Raises:
-        ValueError: no source tensor matched any destination key: the message lists a few keys of
-            each side so a ``prefix``/``source_prefix``/``mapping`` can be chosen.
+        WeightsMismatchError: (a ``ValueError``) no source tensor fits any destination key, or more keys have other
+            shapes than load (another architecture, e.g. other ``features``). The message tells
+            names that do not line up (a few keys of each side, so a ``prefix``/``source_prefix``/``mapping`` can be
+            chosen) from shapes that differ (a few keys with both shapes, and for a ``BasicUNet`` the ``features``
+            the file was trained with).
+        RefusedPickleError: a file holding pickled objects besides tensors.
 
     Example::
 
@@ -158,22 +218,19 @@ def load_pretrained(
         path = resolve_weights_path(source)
         src = load_state_dict_file(path, map_location=map_location, state_dict_key=state_dict_key)
         where = str(path)
-    renamed: dict[str, torch.Tensor] = {}
-    for key, value in src.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
-        if source_prefix:
-            if not key.startswith(source_prefix):
-                continue
-            key = key[len(source_prefix) :]
-        key = prefix + key
-        if mapping and key in mapping:
-            key = mapping[key]
-        renamed[key] = value
-
     dst = network.state_dict()
+    stripped = ""
+    if not (source_prefix or prefix or mapping):
+        stripped = _auto_prefix(src, dst)
+        if stripped:
+            logger.info(
+                "load_pretrained: %s looks like %s: stripped the key prefix %r.",
+                where, KNOWN_PREFIXES.get(stripped, "a wrapped network"), stripped,
+            )  # fmt: skip
+    renamed = _rename(src, source_prefix or stripped, prefix, mapping)
+
     patterns = _as_patterns(exclude)
-    report = LoadReport(source=where)
+    report = LoadReport(source=where, stripped_prefix=stripped)
     to_load: dict[str, torch.Tensor] = {}
     for key, target in dst.items():
         if any(p.search(key) for p in patterns):
@@ -193,17 +250,17 @@ def load_pretrained(
         report.loaded.append(key)
     report.unexpected = [k for k in renamed if k not in dst]
 
-    if not to_load:
-        raise ValueError(
-            f"load_pretrained: no weights from {where} match {type(network).__name__}: "
-            f"{len(renamed)} source keys (e.g. {list(renamed)[:4]}), {len(dst)} network keys "
-            f"(e.g. {list(dst)[:4]}), {len(report.mismatched)} shape mismatches. "
-            "Set prefix=, source_prefix= or mapping= so the names line up."
+    if not to_load or len(report.mismatched) > len(report.loaded):  # nothing, or clearly another architecture
+        what = "no weights" if not to_load else f"only {len(report.loaded)} of {len(dst)} tensors"
+        raise WeightsMismatchError(
+            f"load_pretrained: {what} from {where} match {type(network).__name__}. "
+            + _diagnose(report, network, renamed)
         )
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise RuntimeError(
             f"load_pretrained(strict=True): {report}; missing {report.missing[:10]}, unexpected "
-            f"{report.unexpected[:10]}, mismatched {dict(list(report.mismatched.items())[:10])}."
+            f"{report.unexpected[:10]}, mismatched {dict(list(report.mismatched.items())[:10])}. "
+            + _diagnose(report, network, renamed)
         )
     result = network.load_state_dict(to_load, strict=False)
     if result.unexpected_keys:  # cannot happen: every key came from network.state_dict()
@@ -213,5 +270,107 @@ def load_pretrained(
         if keys:
             logger.info("%s keys (%d): %s%s", name, len(keys), keys[:20], " ..." if len(keys) > 20 else "")
     if report.mismatched:
-        logger.info("shape-mismatched keys (source, network): %s", report.mismatched)
+        shown = dict(list(report.mismatched.items())[:10])
+        logger.info("shape-mismatched keys (source, network) (%d): %s", len(report.mismatched), shown)
+    if len(report.missing) > len(report.loaded):
+        why = _diagnose(report, network, renamed)
+        logger.warning("load_pretrained: most of %s did not load. %s", type(network).__name__, why)
     return report
+
+
+def _rename(
+    src: Mapping[str, torch.Tensor], source_prefix: str, prefix: str, mapping: Mapping[str, str] | None
+) -> dict[str, torch.Tensor]:
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in src.items():
+        if key.startswith("module."):
+            key = key[len("module.") :]
+        if source_prefix:
+            if not key.startswith(source_prefix):
+                continue
+            key = key[len(source_prefix) :]
+        key = prefix + key
+        if mapping and key in mapping:
+            key = mapping[key]
+        renamed[key] = value
+    return renamed
+
+
+def _auto_prefix(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.Tensor]) -> str:
+    """The key prefix to strip from ``src`` so that its names line up with ``dst``: ``""`` when they already do
+    (half of the network's keys or more), else the best of :py:data:`KNOWN_PREFIXES` or, failing those, the most
+    common prefix ``p`` of source keys ``p + <network key>``."""
+    keys = [k[len("module.") :] if k.startswith("module.") else k for k in src]
+    direct = sum(k in dst for k in keys)
+    if direct * 2 >= len(dst) or not dst:
+        return ""
+    best, best_n = "", direct
+    for p in KNOWN_PREFIXES:
+        n = sum(k.startswith(p) and k[len(p) :] in dst for k in keys)
+        if n > best_n:
+            best, best_n = p, n
+    if best:
+        return best
+    counts: Counter = Counter()
+    for k in keys:
+        for d in dst:
+            if k.endswith("." + d):
+                counts[k[: len(k) - len(d)]] += 1
+    if counts:
+        p, n = counts.most_common(1)[0]
+        if n * 2 >= len(dst) and n > best_n:
+            return p
+    return ""
+
+
+def _basicunet_features(state: Mapping[str, torch.Tensor]) -> tuple[int, ...] | None:
+    """The ``features`` of a MONAI ``BasicUNet`` state dict (five encoder widths, then the decoder's last), or
+    ``None`` when the keys are not a BasicUNet's."""
+    names = ["conv_0.conv_0.conv.weight"] + [f"down_{i}.convs.conv_0.conv.weight" for i in range(1, 5)]
+    if not all(n in state for n in names) or "final_conv.weight" not in state:
+        return None
+    return tuple(int(state[n].shape[0]) for n in names) + (int(state["final_conv.weight"].shape[1]),)
+
+
+def _diagnose(report: LoadReport, network: torch.nn.Module | None, source_state: Mapping | None) -> str:
+    dst = network.state_dict() if network is not None else {}
+    src = dict(source_state or {})
+    lines = []
+    common = [k for k in dst if k in src]
+    if report.mismatched:
+        examples = list(report.mismatched.items())[:3]
+        shown = "; ".join(f"{k!r}: file {tuple(a)} vs network {tuple(b)}" for k, (a, b) in examples)
+        lines.append(
+            f"Shapes: {len(report.mismatched)} of the {len(common)} key(s) whose names line up have other shapes, "
+            f"e.g. {shown}."
+        )
+        features = _basicunet_features(src)
+        mine = _basicunet_features(dst)
+        only_head = all(k.startswith("final_conv.") for k in report.mismatched)
+        if only_head:
+            lines.append(
+                "Only the final convolution differs (another number of output classes): pass "
+                "exclude=r'^final_conv\\.' to leave it out."
+            )
+        elif features is not None and mine is not None and features != mine:
+            lines.append(
+                f"The network's widths differ from the pretrained ones: the file holds a BasicUNet with "
+                f"features={features}, the network has features={mine}. Build the network with "
+                f"features={features} (keep out_channels as you need, and exclude=r'^final_conv\\.')."
+            )
+        else:
+            lines.append(
+                "The layer widths differ: build the network with the same widths (e.g. `features`) and input "
+                "channels as the pretraining run."
+            )
+    name_missing = [k for k in report.missing if k not in src]
+    if name_missing and len(common) * 2 < len(dst):
+        lines.append(
+            f"Names: {len(dst) - len(common)} of the network's {len(dst)} key(s) have no tensor of that name in the "
+            f"file, e.g. network {name_missing[:3]} vs file {list(src)[:3]}. Set source_prefix= (to strip a prefix "
+            "of the file's keys), prefix= (to add one) or mapping= so the names line up, or load into the network "
+            "the file was saved from."
+        )
+    if not lines:
+        lines.append(f"{report}.")
+    return " ".join(lines)
