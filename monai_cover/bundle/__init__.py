@@ -1,12 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers the bundles' configs call: where the bundles are, exporting a run as a bundle, rank-0 writes,
-loading pretrained backbone weights with a report. The top layer of the package."""
+"""Helpers the bundles' configs call: strict command-line overrides, the output folder's lock, where the bundles
+are, exporting a run as a bundle, rank-0 writes, loading pretrained backbone weights with a report. The top layer of
+the package."""
 
 from __future__ import annotations
 
 from .distributed import is_rank_zero
 from .export import export_bundle
-from .paths import bundle_path, bundles_dir
+from .lock import LOCK_NAME, OutputDirLock, OutputDirLockedError, lock_output_dir
+from .overrides import MONAI_RUN_ARGS, OverrideError, as_bool, bundle_command_line, check_overrides, install_error_hook
+from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
 from .weights import load_backbone_weights
 
-__all__ = ["bundles_dir", "bundle_path", "export_bundle", "is_rank_zero", "load_backbone_weights"]
+__all__ = [
+    "BUNDLE_NAMES",
+    "LOCK_NAME",
+    "MONAI_RUN_ARGS",
+    "OutputDirLock",
+    "OutputDirLockedError",
+    "OverrideError",
+    "as_bool",
+    "bundle_command_line",
+    "bundle_path",
+    "bundles_dir",
+    "check_overrides",
+    "export_bundle",
+    "install_error_hook",
+    "installed_bundles_dir",
+    "is_rank_zero",
+    "load_backbone_weights",
+    "lock_output_dir",
+]
