@@ -39,7 +39,6 @@ Licences differ per source (invesalius-examples is GPL-2): keep the files out of
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.util
 import json
 import os
@@ -99,60 +98,39 @@ def _require(module: str, hint: str) -> None:
         raise SkipSource(f"python package {module!r} not installed ({hint})")
 
 
-def _sitk_to_arrays(path: str):
-    """Array in nibabel order ``[i, j, k]`` and a RAS affine of a file read with SimpleITK."""
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(path))
-    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(img.GetSpacing())
-    affine[:3, 3] = img.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK's LPS to RAS
-    return arr, affine
-
-
 # --------------------------------------------------------------------------------------------- sources
+# nilearn, slicerio and nibabel are the library's own demo volumes (monai_cover.data.demo), read the same way here
 def fetch_nilearn(out: Path, tmp: Path, resolution: int = 1) -> list[dict]:
     _require("nilearn", "pip install nilearn")
-    from nilearn import datasets
+    from monai_cover.data.demo import mni152_t1, mni152_tissue_labels
 
-    t1 = datasets.load_mni152_template(resolution=resolution)
-    gm = datasets.load_mni152_gm_template(resolution=resolution).get_fdata()
-    wm = datasets.load_mni152_wm_template(resolution=resolution).get_fdata()
-    mask = datasets.load_mni152_brain_mask(resolution=resolution).get_fdata() > 0.5
-    # inside the mask: argmax of {other (0.5), GM, WM}, i.e. GM/WM where its probability exceeds 0.5 and the other's
-    label = np.argmax(np.stack([np.full(gm.shape, 0.5), gm, wm]), axis=0).astype(np.uint8) + 1
-    label[~mask] = 0
+    label, names = mni152_tissue_labels(resolution)
     return [_record(out, "mni152_t1", "MR", "nilearn ICBM152 2009a template", "BSD-3 (nilearn) / ICBM terms",
-                    t1.get_fdata(), t1.affine, label, {0: "background", 1: "other", 2: "grey matter",
-                                                       3: "white matter"})]
+                    *mni152_t1(resolution), label, names)]
 
 
 def fetch_slicerio(out: Path, tmp: Path) -> list[dict]:
     _require("slicerio", "pip install slicerio")
     _require("SimpleITK", "pip install SimpleITK")
-    from monai_cover.data.demo import chest_ct_label_names, demo_segmentation_datalist
+    from monai_cover.data.demo import chest_ct_label_names, demo_segmentation_datalist, read_volume
 
     item = demo_segmentation_datalist()["training"][0]
-    image, affine = _sitk_to_arrays(item["image"])
-    label, _ = _sitk_to_arrays(item["label"])
+    image, affine = read_volume(item["image"])
+    label, label_affine = read_volume(item["label"])
+    if label.shape != image.shape or not np.allclose(label_affine, affine, atol=1e-4):
+        raise RuntimeError(f"slicerio's segmentation {label.shape} is not on the CT's grid {image.shape}.")
     return [_record(out, "chest_ct", "CT", "slicerio data/CTChest4.nrrd + Segmentation.seg.nrrd", "MIT",
                     image, affine, label, chest_ct_label_names())]
 
 
 def fetch_nibabel(out: Path, tmp: Path) -> list[dict]:
-    import nibabel as nib
+    from monai_cover.data.demo import demo_volume
 
-    data = Path(nib.__file__).parent / "tests" / "data"
-    t1 = nib.load(str(data / "anatomical.nii"))
-    epi = nib.load(str(data / "example4d.nii.gz"))
     return [
         _record(out, "nibabel_anatomical_t1", "MR", "nibabel tests/data/anatomical.nii", "MIT",
-                np.asarray(t1.dataobj, dtype=np.float32), t1.affine),
+                *demo_volume("anatomical_t1")),
         _record(out, "nibabel_epi_frame0", "MR", "nibabel tests/data/example4d.nii.gz (frame 0)", "MIT",
-                np.asarray(epi.dataobj[..., 0], dtype=np.float32), epi.affine),
+                *demo_volume("epi_example4d")),
     ]
 
 

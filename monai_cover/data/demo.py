@@ -22,6 +22,10 @@ version and the GM/WM maps describe the same anatomy, so they are not added as e
 Segmentation default (fine-tuning): ``chest_ct`` with slicerio's ``Segmentation.seg.nrrd``
 (same grid as the CT; labels 1-7 = ribs, cervical/thoracic/lumbar vertebral column, right lung,
 left lung, tissue; read from the file's ``Segment<i>_LabelValue``/``_Name`` fields).
+
+In memory (nothing written): :py:func:`demo_volume` gives any of these as ``(array, affine)``,
+:py:func:`mni152_t1` the template at 1 or 2 mm and :py:func:`mni152_tissue_labels` its
+other / grey matter / white matter label map (from nilearn's probability maps).
 """
 
 from __future__ import annotations
@@ -32,10 +36,15 @@ from pathlib import Path
 
 __all__ = [
     "DEMO_VOLUMES",
+    "MNI152_TISSUE_NAMES",
     "demo_available",
     "demo_pretrain_datalist",
     "demo_segmentation_datalist",
+    "demo_volume",
     "chest_ct_label_names",
+    "mni152_t1",
+    "mni152_tissue_labels",
+    "read_volume",
 ]
 
 #: name -> (modality, package that ships it)
@@ -45,6 +54,9 @@ DEMO_VOLUMES = {
     "epi_example4d": ("MR", "nibabel"),
     "anatomical_t1": ("MR", "nibabel"),
 }
+
+#: the classes of :py:func:`mni152_tissue_labels`
+MNI152_TISSUE_NAMES = {0: "background", 1: "other", 2: "grey matter", 3: "white matter"}
 
 _MISSING = (
     "the embedded demo data needs the packages {missing}: install them with "
@@ -84,33 +96,91 @@ def _chest_ct_files() -> tuple[Path, Path]:
     return data / "CTChest4.nrrd", data / "Segmentation.seg.nrrd"
 
 
-def _volume_path(name: str, cache_dir: Path) -> Path:
-    """Path of one demo volume, writing a NIfTI copy into ``cache_dir`` where the package has no file."""
-    import nibabel as nib
+def read_volume(path: str | os.PathLike):
+    """``(array, affine)`` of one volume file (NRRD, NIfTI, MetaImage, ...) read by MONAI's ``LoadImage`` with
+    :py:class:`~monai_cover.data.SimpleITKReader`: the array ``(I, J, K)`` float32 indexed ``[i, j, k]`` (x fastest),
+    the affine ``(4, 4)`` float64 voxel -> RAS mm."""
     import numpy as np
+    from monai.transforms import LoadImage
+
+    from .readers import SimpleITKReader
+
+    img = LoadImage(reader=SimpleITKReader(), image_only=True)(str(path))
+    return img.numpy(), np.asarray(img.affine, dtype=np.float64)
+
+
+def mni152_t1(resolution: int = 2):
+    """``(array, affine)`` of nilearn's ICBM152 2009a T1 template at ``resolution`` mm (1 or 2; the 2 mm one is
+    resampled in memory from the packaged 1 mm file): the array float32 ``[i, j, k]``, the affine ``(4, 4)`` RAS mm."""
+    import numpy as np
+
+    _require("nilearn")
+    from nilearn.datasets import load_mni152_template
+
+    tpl = load_mni152_template(resolution=int(resolution))
+    return np.asarray(tpl.dataobj, dtype=np.float32), np.asarray(tpl.affine, dtype=np.float64)
+
+
+def mni152_tissue_labels(resolution: int = 2):
+    """``(label, names)``: a uint8 label map on :py:func:`mni152_t1`'s grid, 0 outside nilearn's brain mask
+    (probability > 0.5) and inside it the most probable of 1 other (a fixed 0.5), 2 grey matter, 3 white matter
+    (nilearn's GM/WM probability maps), i.e. GM/WM where its probability exceeds 0.5 and the other's; ``names`` is
+    :py:data:`MNI152_TISSUE_NAMES`."""
+    import numpy as np
+
+    _require("nilearn")
+    from nilearn import datasets
+
+    gm = datasets.load_mni152_gm_template(resolution=int(resolution)).get_fdata()
+    wm = datasets.load_mni152_wm_template(resolution=int(resolution)).get_fdata()
+    mask = datasets.load_mni152_brain_mask(resolution=int(resolution)).get_fdata() > 0.5
+    label = np.argmax(np.stack([np.full(gm.shape, 0.5), gm, wm]), axis=0).astype(np.uint8) + 1
+    label[~mask] = 0
+    return label, dict(MNI152_TISSUE_NAMES)
+
+
+def demo_volume(name: str):
+    """``(array, affine)`` of the demo volume ``name`` (a key of :py:data:`DEMO_VOLUMES`), in memory: the array
+    float32 ``[i, j, k]`` (the EPI's first frame), the affine ``(4, 4)`` voxel -> RAS mm (the CT through
+    :py:func:`read_volume`).
+
+    Raises:
+        KeyError: an unknown ``name``, listing the known ones.
+        ImportError: the package that ships it is not installed.
+    """
+    import numpy as np
+
+    if name == "mni152_t1_2mm":
+        return mni152_t1(2)
+    if name == "chest_ct":
+        return read_volume(_chest_ct_files()[0])
+    files = {"anatomical_t1": "anatomical.nii", "epi_example4d": "example4d.nii.gz"}
+    if name not in files:
+        raise KeyError(f"unknown demo volume {name!r}; known: {sorted(DEMO_VOLUMES)}.")
+    import nibabel as nib
+
+    img = nib.load(str(_package_dir("nibabel") / "tests" / "data" / files[name]))
+    data = img.dataobj[..., 0] if name == "epi_example4d" else img.dataobj
+    return np.asarray(data, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+
+
+def _volume_path(name: str, cache_dir: Path) -> Path:
+    """Path of one demo volume, writing a NIfTI copy of :py:func:`demo_volume` into ``cache_dir`` where the package
+    has no file (the 2 mm template, the EPI's first frame)."""
+    import nibabel as nib
 
     if name == "chest_ct":
         return _chest_ct_files()[0]  # read in place by SimpleITKReader
     if name == "anatomical_t1":
         return _package_dir("nibabel") / "tests" / "data" / "anatomical.nii"
+    files = {"mni152_t1_2mm": "mni152_t1_2mm.nii.gz", "epi_example4d": "epi_example4d_frame0.nii.gz"}
+    if name not in files:
+        raise KeyError(f"unknown demo volume {name!r}; known: {sorted(DEMO_VOLUMES)}.")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if name == "mni152_t1_2mm":
-        _require("nilearn")
-        out = cache_dir / "mni152_t1_2mm.nii.gz"
-        if not out.exists():
-            from nilearn.datasets import load_mni152_template
-
-            tpl = load_mni152_template(resolution=2)  # in memory only, resampled from the packaged 1 mm file
-            _atomic_save(nib.Nifti1Image(np.asarray(tpl.dataobj, dtype=np.float32), tpl.affine), out)
-        return out
-    if name == "epi_example4d":
-        out = cache_dir / "epi_example4d_frame0.nii.gz"
-        if not out.exists():
-            src = nib.load(str(_package_dir("nibabel") / "tests" / "data" / "example4d.nii.gz"))
-            frame = np.asarray(src.dataobj[..., 0], dtype=np.float32)
-            _atomic_save(nib.Nifti1Image(frame, src.affine), out)
-        return out
-    raise KeyError(f"unknown demo volume {name!r}; known: {sorted(DEMO_VOLUMES)}.")
+    out = cache_dir / files[name]
+    if not out.exists():
+        _atomic_save(nib.Nifti1Image(*demo_volume(name)), out)
+    return out
 
 
 def demo_pretrain_datalist(cache_dir: str | os.PathLike) -> dict[str, list[dict]]:
