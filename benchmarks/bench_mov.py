@@ -15,11 +15,16 @@ the median time of the forward (under ``no_grad``) and of forward + backward (``
 Targets (project issue 3): at (2, 32, 32^3) with 4 heads and at (1, 8, 64^3) with 1 head, forward + backward
 at least 2x faster and its transient peak at most 0.25x that of the loop.
 
+``--backend`` picks which of the library's backends is "ours" (``auto``: Triton on CUDA when triton is installed,
+the PyTorch op elsewhere; see ``monai_cover.networks.blocks.select_backend``); the header says which one ran.
+``--json PATH`` also writes every figure to a JSON file (used by ``benchmarks/gpu_check.py``).
+
 Usage::
 
     python benchmarks/bench_mov.py                      # CPU, the three issue shapes
     python benchmarks/bench_mov.py --quick              # CI-size smoke run
     python benchmarks/bench_mov.py --device cuda --amp bf16
+    python benchmarks/bench_mov.py --device cuda --backend torch --no-memory   # the PyTorch op on the GPU
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from monai_cover.networks.blocks import MixtureOfVectors  # noqa: E402
+from monai_cover.networks.blocks import MixtureOfVectors, select_backend  # noqa: E402
 
 SHAPES = [((2, 32, 32, 32, 32), 4), ((2, 32, 16, 16, 16), 4), ((1, 8, 64, 64, 64), 1)]
 QUICK_SHAPES = [((1, 16, 12, 12, 12), 2), ((1, 8, 16, 16, 16), 1)]
@@ -71,10 +76,10 @@ def loop_mov(query: torch.Tensor, key: torch.Tensor, radius: int = 2, num_heads:
     return (attn.unsqueeze(3) * vectors).sum(2).mean(1)
 
 
-def make_variant(name: str, num_heads: int):
+def make_variant(name: str, num_heads: int, backend: str = "auto"):
     if name == "loop":
         return lambda q, k: loop_mov(q, k, RADIUS, num_heads)
-    return MixtureOfVectors(spatial_dims=3, radius=RADIUS, num_heads=num_heads)
+    return MixtureOfVectors(spatial_dims=3, radius=RADIUS, num_heads=num_heads, backend=backend)
 
 
 def make_inputs(shape, device, seed=0):
@@ -145,7 +150,7 @@ def time_interleaved(shape, num_heads, args):
     ("clean median") when at least 3 clean calls remain; the number of clean calls is reported.
     """
     q, k, g = make_inputs(shape, args.device)
-    fns = {name: make_variant(name, num_heads) for name in ("loop", "ours")}
+    fns = {name: make_variant(name, num_heads, args.backend) for name in ("loop", "ours")}
     samples = {(name, mode): [] for name in fns for mode in ("fwd", "fwdbwd")}
     for rnd in range(args.warmup + args.rounds):
         for (name, mode), got in samples.items():
@@ -182,7 +187,7 @@ def child_peak(spec: dict) -> float:
     torch.set_num_threads(spec["threads"])
     device, amp, mode = spec["device"], spec["amp"], spec["mode"]
     shape, num_heads = tuple(spec["shape"]), spec["heads"]
-    fn = make_variant(spec["variant"], num_heads)
+    fn = make_variant(spec["variant"], num_heads, spec.get("backend", "auto"))
     q, k, g = make_inputs(shape, device)
     run_once(fn, q, k, g, mode, device, amp)  # warm-up: lazy initialisation is not part of the peak
     q.grad = k.grad = None
@@ -204,7 +209,7 @@ def child_peak(spec: dict) -> float:
 def measure_peak(variant, shape, num_heads, mode, args) -> float:
     spec = dict(
         variant=variant, shape=list(shape), heads=num_heads, mode=mode, device=args.device, amp=args.amp,
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), backend=args.backend,
     )
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(
@@ -220,6 +225,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "triton"], help="backend of 'ours' (default auto)"
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds (smoke test)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7, quick 3)")
     parser.add_argument("--warmup", type=int, default=1)
@@ -240,8 +249,10 @@ def main() -> None:
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    backend = select_backend(args.backend, args.device)
     print(
-        f"bench_mov: device={args.device} amp={args.amp} threads={torch.get_num_threads()} radius={RADIUS} "
+        f"bench_mov: device={args.device} amp={args.amp} backend={backend} threads={torch.get_num_threads()} "
+        f"radius={RADIUS} "
         f"rounds={args.rounds} (loop and ours interleaved; clean median: calls with > {args.busy:.0%} CPU used by "
         f"others left out) torch={torch.__version__}"
     )
@@ -251,7 +262,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    verdicts = []
+    verdicts, rows = [], []
     for shape, num_heads in shapes:
         times, clean, diffs = time_interleaved(shape, num_heads, args)
         for mode in ("fwd", "fwdbwd"):
@@ -270,6 +281,12 @@ def main() -> None:
             )
             if mode == "fwdbwd" and (shape, num_heads) in TARGET_SHAPES:
                 verdicts.append((shape, num_heads, speed, ratio))
+            rows.append(
+                dict(
+                    shape=list(shape), heads=num_heads, mode=mode, loop_s=t_loop, ours_s=t_ours, speedup=speed,
+                    loop_peak_bytes=m_loop, ours_peak_bytes=m_ours, memory_ratio=ratio, max_abs_diff=diffs,
+                )
+            )
         print(f"{'':<22}max |loop - ours|: out {diffs['out']:.2e}  dq {diffs['dq']:.2e}  dk {diffs['dk']:.2e}")
     if verdicts:
         print(f"\ntargets (forward+backward): speedup >= {SPEED_TARGET}x and peak-memory ratio <= {MEMORY_TARGET}")
@@ -279,6 +296,12 @@ def main() -> None:
                 f"  {shape} heads {num_heads}: speed {speed:.2f}x {'MET' if ok_speed else 'NOT MET'}, "
                 f"memory {ratio:.3f} {'MET' if ok_mem else ('NOT MEASURED' if ratio != ratio else 'NOT MET')}"
             )
+    if args.json:
+        meta = dict(device=args.device, amp=args.amp, backend=backend, radius=RADIUS, torch=torch.__version__)
+        if args.device == "cuda":
+            meta["gpu"] = torch.cuda.get_device_name()
+        with open(args.json, "w") as f:  # NaN (memory not measured) is written as JSON's NaN
+            json.dump(dict(meta, rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,21 @@ In the same process and interleaved round by round, it also times the backbone a
 forward of both views, a trivial loss over every pyramid level, backward). The head's share is
 ``1 - backbone / step``: the projections, the mixtures of vectors, VPA's warps and upsamplings and the loss.
 
+``--backend`` sets the mixture-of-vectors backend of the whole step (through ``MONAI_COVER_MOV_BACKEND``; ``auto``:
+Triton on CUDA when triton is installed, the PyTorch op elsewhere); ``--json PATH`` also writes the figures to a file.
+
 Usage::
 
     python benchmarks/bench_step.py                          # 64^3, CPU, float32, reference network
     python benchmarks/bench_step.py --size 32 --steps 2      # quicker
     python benchmarks/bench_step.py --device cuda --amp bf16
+    python benchmarks/bench_step.py --device cuda --amp bf16 --size 96 --backend torch   # without the Triton kernels
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -30,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from monai_cover.ddf import overlap_mask, warp  # noqa: E402
 from monai_cover.losses import CoverLoss  # noqa: E402
+from monai_cover.networks.blocks import select_backend  # noqa: E402
+from monai_cover.networks.blocks.mixture_of_vectors import BACKEND_ENV  # noqa: E402
 from monai_cover.networks.nets import CoverNet, PyramidUNet  # noqa: E402
 
 
@@ -67,9 +74,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed rounds (median reported; default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on CPU (0: leave as is)")
+    parser.add_argument(
+        "--backend", choices=("auto", "torch", "triton"), default="auto", help="mixture-of-vectors backend (auto)"
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.backend != "auto":
+        os.environ[BACKEND_ENV] = args.backend  # read by every MixtureOfVectors call of the step
 
     device = torch.device(args.device)
+    backend = select_backend("auto", device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dims = args.spatial_dims
@@ -122,13 +136,24 @@ def main() -> None:
         f"bench_step: {args.batch} x two {args.size}^{dims} views, PyramidUNet{channels} + "
         f"CoverHead(radius={args.radius}, "
         f"heads={net.head.num_heads}) + CoverLoss, {params:.2f} M parameters, device={device}, amp={args.amp}, "
+        f"mov backend={backend}, "
         f"threads={torch.get_num_threads()}, median of {args.steps}"
     )
     print(f"seconds per step (forward+backward): {step_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in full)}]")
     print(f"backbone only (forward+backward):    {backbone_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in backbone)}]")
     print(f"head + loss share of the step:       {100 * head_share:.1f} %  ({step_s - backbone_s:.3f} s)")
+    peak = None
     if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+        peak = torch.cuda.max_memory_allocated(device)
+        print(f"peak GPU memory: {peak / 2**30:.2f} GiB")
+    if args.json:
+        result = dict(
+            size=args.size, spatial_dims=dims, batch=args.batch, device=str(device), amp=args.amp, backend=backend,
+            radius=args.radius, parameters_m=params, step_s=step_s, backbone_s=backbone_s, head_share=head_share,
+            steps=full, backbone_steps=backbone, peak_gpu_bytes=peak,
+        )
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":
