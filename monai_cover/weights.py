@@ -365,11 +365,17 @@ def _diagnose(report: LoadReport, network: torch.nn.Module | None, source_state:
             )
     name_missing = [k for k in report.missing if k not in src]
     if name_missing and len(common) * 2 < len(dst):
+        wrapped = Counter(d[: len(d) - len(k)] for d in dst for k in src if d.endswith("." + k))
+        hint = ""
+        if wrapped:
+            p, n = wrapped.most_common(1)[0]
+            if n * 2 >= len(src):
+                hint = f" The network's keys are the file's with the prefix {p!r} in front: pass prefix={p!r}."
         lines.append(
             f"Names: {len(dst) - len(common)} of the network's {len(dst)} key(s) have no tensor of that name in the "
-            f"file, e.g. network {name_missing[:3]} vs file {list(src)[:3]}. Set source_prefix= (to strip a prefix "
-            "of the file's keys), prefix= (to add one) or mapping= so the names line up, or load into the network "
-            "the file was saved from."
+            f"file, e.g. network {name_missing[:3]} vs file {list(src)[:3]}.{hint} Set source_prefix= (to strip a "
+            "prefix of the file's keys), prefix= (to add one) or mapping= so the names line up, or load into the "
+            "network the file was saved from."
         )
     if not lines:
         lines.append(f"{report}.")

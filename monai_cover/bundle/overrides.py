@@ -236,14 +236,39 @@ def _unknown(key: str, parser) -> str | None:
         parent = parser[parent_id]
         child = parts[n]
         if isinstance(parent, dict):
-            if n == len(parts) - 1 and ("_target_" in parent or not parent):
-                return None  # a new argument of a component, or a key of a kwargs dict
+            if n == len(parts) - 1 and "_target_" in parent:
+                return _not_an_argument(parent_id, parent["_target_"], child)  # a new argument of a component
+            if n == len(parts) - 1 and not parent:
+                return None  # a key of a kwargs dict such as method_loss_kwargs
             return (f"--{key}: {parent_id!r} has no key {child!r}"
                     f"{_suggest(child, [k for k in parent if not k.startswith('_')], parent_id + '#')}.")  # fmt: skip
         if isinstance(parent, list):
             return f"--{key}: {parent_id!r} is a list of {len(parent)} item(s), no index {child!r}."
         return f"--{key}: {parent_id!r} is {parent!r}, which has no parts to override."
     return f"--{key}: not in the config."  # pragma: no cover
+
+
+def _not_an_argument(component_id: str, target: Any, name: str) -> str | None:
+    """Why ``name`` cannot be an argument of the component ``_target_`` (``None`` when it can, or when the target's
+    signature cannot be read or takes ``**kwargs``)."""
+    import inspect
+
+    from monai.utils import optional_import
+
+    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
+        return None
+    module, _, attr = target.rpartition(".")
+    obj, found = optional_import(module, name=attr) if module else (None, False)
+    if not found:
+        return None
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return None
+    if name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    names = [p for p in params if p != "self"]
+    return f"--{component_id}#{name}: {target} takes no argument {name!r}{_suggest(name, names, component_id + '#')}."
 
 
 def install_error_hook() -> None:
@@ -319,10 +344,12 @@ def check_overrides(
     checks = dict(checks or {})
     problems = []
     overrides = {}
+    shown = []
     for key, value in pairs.items():
         if key in ignore or key.startswith("_meta_"):
             continue
         overrides[key] = value
+        shown.append(f"{key}={value!r}")
         why = _unknown(key, parser)
         if why:
             problems.append(why)
@@ -335,6 +362,8 @@ def check_overrides(
             why = _check_value(key, value, spec, default)
             if why:
                 problems.append(why)
+            elif spec == "bool" and not isinstance(value, bool):
+                shown[-1] += f" (read as {as_bool(value)})"
     if problems:
         docs = docs or Path(config_files[0]).resolve().parent.parent / "docs" / "README.md"
         text = "\n".join(
@@ -345,6 +374,5 @@ def check_overrides(
         if as_bool(pairs.get("strict_overrides", strict), "strict_overrides"):
             raise OverrideError(text)
         logger.warning("%s", text)
-    shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-    logger.info("command-line overrides: %s", shown or "none")
+    logger.info("command-line overrides: %s", ", ".join(shown) or "none")
     return overrides
