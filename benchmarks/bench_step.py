@@ -94,7 +94,7 @@ def main() -> None:
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
     net = CoverNet(PyramidUNet(dims, 1, channels), radius=args.radius).to(device).train()
-    loss_fn = CoverLoss()
+    loss_fn = CoverLoss.paper()  # the reference objective, as the reference step computes it
     view_a, view_b, target = make_pair(args.batch, args.size, dims, amplitude=0.1 * args.size, device=device)
     both = torch.cat([view_a, view_b])
 

@@ -136,18 +136,19 @@ class TestCoverLoss(unittest.TestCase):
         vec = VectorRegressionLoss()(self.pred["ddf"], self.true, self.target["overlap"])
         fb, fa = self.pred["features_b"], self.pred["features_a"]
         con = FeatureConsistencyLoss()(fb, fa, self.true, self.target["overlap"])
-        torch.testing.assert_close(CoverLoss()(self.pred, self.target), vec + con)
-        loss = CoverLoss(vector_weight=0.5, consistency_weight=2.0)
+        torch.testing.assert_close(CoverLoss.paper()(self.pred, self.target), vec + con)
+        loss = CoverLoss(vector_weight=0.5, consistency_weight=2.0, spread_weight=0.0)
         torch.testing.assert_close(loss(self.pred, self.target), 0.5 * vec + 2.0 * con)
         terms = loss.terms(self.pred, self.target)
         self.assertEqual(sorted(terms), ["consistency", "vector"])
         torch.testing.assert_close(terms["vector"], vec)
         torch.testing.assert_close(terms["consistency"], con)
-        self.assertEqual(list(CoverLoss(vector_weight=0.0).terms(self.pred, self.target)), ["consistency"])
+        self.assertEqual(list(CoverLoss(vector_weight=0.0).terms(self.pred, self.target)), ["consistency", "spread"])
+        self.assertEqual(CoverLoss().spread_weight, 1.0)  # our default; CoverLoss.paper() has none
         # the overlap defaults to the one of the true field; "none" gives one value per sample
-        torch.testing.assert_close(CoverLoss()(self.pred, {"ddf": self.true}), vec + con)
+        torch.testing.assert_close(CoverLoss.paper()(self.pred, {"ddf": self.true}), vec + con)
         self.assertEqual(tuple(CoverLoss(reduction="none")(self.pred, self.target).shape), (2,))
-        only_vec = CoverLoss(consistency_weight=0.0)({"ddf": self.pred["ddf"]}, self.target)
+        only_vec = CoverLoss(consistency_weight=0.0, spread_weight=0.0)({"ddf": self.pred["ddf"]}, self.target)
         torch.testing.assert_close(only_vec, vec)
 
     def test_gradients_and_custom_keys(self):
