@@ -67,6 +67,7 @@ class LoadReport:
     excluded: list[str] = field(default_factory=list)
     source: str = ""
     stripped_prefix: str = ""
+    source_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def __str__(self) -> str:
         stripped = f" (source prefix {self.stripped_prefix!r} stripped)" if self.stripped_prefix else ""
@@ -77,8 +78,8 @@ class LoadReport:
 
     def diagnosis(self, network: torch.nn.Module | None = None, source_state: Mapping | None = None) -> str:
         """What went wrong, in words: names that do not line up and shapes that differ, told apart, with a few
-        examples of each and what to change."""
-        return _diagnose(self, network, source_state)
+        examples of each and what to change. ``source_state`` defaults to the shapes recorded while loading."""
+        return _diagnose(self, network, source_state if source_state is not None else self.source_shapes)
 
 
 def resolve_weights_path(source: str | os.PathLike, model_file: str = "model.pt") -> Path:
@@ -231,6 +232,7 @@ def load_pretrained(
 
     patterns = _as_patterns(exclude)
     report = LoadReport(source=where, stripped_prefix=stripped)
+    report.source_shapes = {k: tuple(v.shape) for k, v in renamed.items()}
     to_load: dict[str, torch.Tensor] = {}
     for key, target in dst.items():
         if any(p.search(key) for p in patterns):
@@ -323,13 +325,17 @@ def _auto_prefix(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.Tensor
     return ""
 
 
-def _basicunet_features(state: Mapping[str, torch.Tensor]) -> tuple[int, ...] | None:
-    """The ``features`` of a MONAI ``BasicUNet`` state dict (five encoder widths, then the decoder's last), or
-    ``None`` when the keys are not a BasicUNet's."""
+def _shape(value) -> tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
+
+def _basicunet_features(state: Mapping) -> tuple[int, ...] | None:
+    """The ``features`` of a MONAI ``BasicUNet`` state dict (or ``{key: shape}``): five encoder widths, then the
+    decoder's last; ``None`` when the keys are not a BasicUNet's."""
     names = ["conv_0.conv_0.conv.weight"] + [f"down_{i}.convs.conv_0.conv.weight" for i in range(1, 5)]
     if not all(n in state for n in names) or "final_conv.weight" not in state:
         return None
-    return tuple(int(state[n].shape[0]) for n in names) + (int(state["final_conv.weight"].shape[1]),)
+    return tuple(int(_shape(state[n])[0]) for n in names) + (int(_shape(state["final_conv.weight"])[1]),)
 
 
 def _diagnose(report: LoadReport, network: torch.nn.Module | None, source_state: Mapping | None) -> str:

@@ -51,7 +51,7 @@ def load_backbone_weights(
         raise RuntimeError(
             f"pretrained backbone weights did not load completely ({report}): missing {report.missing[:10]}, "
             f"mismatched {dict(list(report.mismatched.items())[:10])}, unexpected {report.unexpected[:10]}. "
-            "Check that the fine-tuning network uses the same backbone definition (features, in_channels) "
-            "as the pretraining run."
+            f"{report.diagnosis(network)} The fine-tuning network must use the same backbone definition (features, "
+            "in_channels) as the pretraining run."
         )
     return report

@@ -421,7 +421,9 @@ def _fingerprint(settings: Mapping) -> dict:
     return {k: settings.get(k) for k in ("readers", "axcodes", "spacing", "spatial_dims")} | {"version": _FACTS_VERSION}
 
 
-def _judge_file(facts: Mapping, settings: Mapping, is_label: bool, pad: bool) -> tuple[list[dict], list[dict], dict]:
+def _judge_file(
+    facts: Mapping, settings: Mapping, is_label: bool, pad: bool, channels: int | None = None
+) -> tuple[list[dict], list[dict], dict]:
     """Reasons not to train on a file, notes, and sizes (padded shape, padding fraction, estimated bytes)."""
     reasons, notes, sizes = [], [], {}
     if facts.get("error"):
@@ -433,7 +435,7 @@ def _judge_file(facts: Mapping, settings: Mapping, is_label: bool, pad: bool) ->
             f"{len(shape)}-D image of shape {_fmt_shape(shape)} with {facts['channels']} channel(s); this run needs "
             f"{nd}-D volumes (H x W x D)")})  # fmt: skip
         return reasons, notes, sizes
-    want = 1 if is_label else int(settings["in_channels"])
+    want = 1 if is_label else int(settings["in_channels"]) if channels is None else channels
     if facts["channels"] != want:
         reasons.append({"code": "channels", "message": (
             f"{facts['channels']} channels (or time frames) of {_fmt_shape(shape)}; expected {want} "
@@ -625,8 +627,10 @@ def check_datalist(
             if key not in item:
                 continue
             value = item[key]
-            path = str(value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value)
-            jobs.append((i, key, path, key == label_key))
+            if isinstance(value, (list, tuple)) and len(value) > 1:  # files stacked as channels: each one checked
+                jobs += [(i, f"{key}[{j}]", str(v), key == label_key) for j, v in enumerate(value)]
+            else:
+                jobs.append((i, key, str(value[0] if isinstance(value, (list, tuple)) else value), key == label_key))
     rank, world = _rank_world()
     reused = 0
 
@@ -662,7 +666,8 @@ def check_datalist(
         reasons, notes, est = [], [], 0
         for key, facts in files.items():
             reused += int(bool(facts.pop("reused", False)))
-            r, n, sizes = _judge_file(facts, settings, key == label_key, pad)
+            part = "[" in key  # one of several files stacked as channels: one channel each
+            r, n, sizes = _judge_file(facts, settings, key.split("[")[0] == label_key, pad, 1 if part else None)
             facts.update(sizes)
             reasons += [dict(x, message=f"{key}: {x['message']}") if len(files) > 1 else x for x in r]
             notes += n
