@@ -12,7 +12,13 @@ import torch
 from monai.networks.nets import BasicUNet
 from parameterized import parameterized
 
-from monai_cover.weights import LoadReport, load_pretrained, resolve_weights_path
+from monai_cover.weights import (
+    LoadReport,
+    RefusedPickleError,
+    WeightsMismatchError,
+    load_pretrained,
+    resolve_weights_path,
+)
 
 FEATURES = (4, 4, 8, 8, 16, 4)
 
@@ -95,8 +101,51 @@ class TestLoadPretrained(unittest.TestCase):
     def test_nothing_matches_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, "no weights .* match .*prefix"):
             load_pretrained(_unet(), {"foo.weight": torch.zeros(1)})
-        with self.assertRaisesRegex(ValueError, "no weights"):
+        with self.assertRaises(WeightsMismatchError) as ctx:
             load_pretrained(Wrapper(), self.bundle)  # keys lack the "encoder." prefix
+        text = str(ctx.exception)
+        # a name problem, told as such, with examples from both sides and what to set
+        self.assertIn("no weights from", text)
+        self.assertIn("Names: 84 of the network's 84 key(s) have no tensor of that name in the file", text)
+        self.assertIn("with the prefix 'encoder.' in front: pass prefix='encoder.'", text)
+        self.assertIn("network ['encoder.conv_0.conv_0.conv.weight',", text)
+        self.assertIn("vs file ['conv_0.conv_0.conv.weight',", text)
+        self.assertIn("prefix=", text)
+        self.assertNotIn("Shapes:", text)
+
+    def test_other_widths_is_a_shape_error_naming_the_features(self):
+        dst = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(8, 8, 16, 16, 32, 8))
+        with self.assertRaises(WeightsMismatchError) as ctx:
+            load_pretrained(dst, self.bundle)
+        text = str(ctx.exception)
+        self.assertIn(f"tensors from {self.model_pt} match BasicUNet", text)
+        self.assertIn("Shapes: ", text)
+        self.assertIn("'conv_0.conv_0.conv.weight': file (4, 1, 3, 3, 3) vs network (8, 1, 3, 3, 3)", text)
+        self.assertIn("the file holds a BasicUNet with features=(4, 4, 8, 8, 16, 4), the network has "
+                      "features=(8, 8, 16, 16, 32, 8). Build the network with features=(4, 4, 8, 8, 16, 4)", text)
+        self.assertNotIn("Names:", text)  # the names line up: not advised to set a prefix
+        self.assertNotIn("Set source_prefix", text)
+        # another number of classes: only the head differs, and the diagnosis says what to exclude
+        report = load_pretrained(_unet(out_channels=5), self.bundle)
+        diagnosis = report.diagnosis(_unet(out_channels=5), self.src.state_dict())
+        self.assertIn("Only the final convolution differs", diagnosis)
+
+    @parameterized.expand([("cover_net", "backbone.", None), ("checkpoint", "backbone.", "model"),
+                           ("baseline_checkpoint", "network.backbone.", "model")])  # fmt: skip
+    def test_own_files_load_with_their_prefix_stripped(self, kind, prefix, key):
+        state = {prefix + k: v for k, v in self.src.state_dict().items()}
+        state[prefix.replace("backbone.", "") + "head.projections.0.0.weight"] = torch.zeros(2, 4, 1, 1, 1)
+        content = state if key is None else {key: state, "optimizer": {"state": {}, "param_groups": []},
+                                              "trainer": {"epoch": 3, "iteration": 6}}  # fmt: skip
+        path = os.path.join(self.tmp.name, f"{kind}.pt")
+        torch.save(content, path)
+        dst = _unet(seed=4)
+        with self.assertLogs("monai_cover.weights", level=logging.INFO) as logs:
+            report = load_pretrained(dst, path)
+        self.assertEqual(report.stripped_prefix, prefix)
+        self.assertEqual((len(report.loaded), report.missing, report.mismatched), (len(dst.state_dict()), [], {}))
+        self.assertTrue(any(f"stripped the key prefix {prefix!r}" in line for line in logs.output))
+        self._assert_same(dst)
 
     def test_strict_and_logging(self):
         with self.assertRaisesRegex(RuntimeError, "strict=True"):
@@ -108,8 +157,15 @@ class TestLoadPretrained(unittest.TestCase):
     def test_weights_only_and_missing_sources(self):
         evil = os.path.join(self.tmp.name, "evil.pt")
         torch.save({"model": self.src.state_dict(), "obj": Wrapper()}, evil)  # a pickled module: refused
-        with self.assertRaises(Exception):
+        with self.assertRaises(RefusedPickleError) as ctx:
             load_pretrained(_unet(), evil)
+        text = str(ctx.exception)
+        self.assertTrue(text.startswith(f"{evil}: refused. The file holds pickled Python objects (e.g. "))
+        self.assertIn("Wrapper", text)
+        self.assertIn("torch.save(model.state_dict()", text)
+        self.assertNotIn("weights_only=False", text)  # never the advice to unpickle it anyway
+        self.assertIsNone(ctx.exception.__cause__)
+        self.assertIsInstance(ctx.exception, ValueError)
         with self.assertRaises(FileNotFoundError):
             resolve_weights_path(os.path.join(self.tmp.name, "nothing"))
         with self.assertRaises(FileNotFoundError):

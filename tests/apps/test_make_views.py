@@ -8,8 +8,8 @@ import tempfile
 import unittest
 
 import torch
-from parameterized import parameterized
 from monai.transforms import EnsureChannelFirst, LoadImage
+from parameterized import parameterized
 
 from monai_cover.ddf import overlap_mask, warp
 

@@ -17,7 +17,6 @@ import torch
 from monai.data import NibabelReader
 from monai.transforms import LoadImaged
 
-from monai_cover.transforms import ScaleIntensityByModalityd
 from monai_cover.data import (
     SimpleITKReader,
     demo_available,
@@ -25,6 +24,7 @@ from monai_cover.data import (
     get_datalist,
     split_datalist,
 )
+from monai_cover.transforms import ScaleIntensityByModalityd
 
 
 def _load(path, reader):
