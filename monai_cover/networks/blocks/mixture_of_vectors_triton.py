@@ -30,6 +30,7 @@ before this module is imported) the kernels run in Triton's interpreter on CPU t
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import triton
@@ -310,6 +311,11 @@ def _check_device(query: torch.Tensor) -> None:
         )
 
 
+def _on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it ``t``'s (tensors on ``cuda:1`` with ``cuda:0`` current)."""
+    return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
+
+
 class _MixtureOfVectorsTriton(torch.autograd.Function):
     """``(query, key, radius, num_heads) -> ddf`` through the fused kernels; see the module docstring."""
 
@@ -322,7 +328,8 @@ class _MixtureOfVectorsTriton(torch.autograd.Function):
         out_h = torch.empty(b, num_heads, len(spatial), n_vox, device=q.device, dtype=torch.float32)
         lse = torch.empty(b, num_heads, n_vox, device=q.device, dtype=torch.float32)
         q_scale = _LOG2E / math.sqrt(consts["HD"])
-        _mov_fwd_kernel[grid](q, k, out_h, lse, *shape, q_scale, **consts, **_OPTIONS)
+        with _on_device(q):
+            _mov_fwd_kernel[grid](q, k, out_h, lse, *shape, q_scale, **consts, **_OPTIONS)
         if any(ctx.needs_input_grad[:2]):
             ctx.save_for_backward(q, k, out_h, lse)
             ctx.cfg = (radius, num_heads)
@@ -335,17 +342,18 @@ class _MixtureOfVectorsTriton(torch.autograd.Function):
         radius, num_heads = ctx.cfg
         b, ndim, n_vox = out_h.shape[0], out_h.shape[2], out_h.shape[3]
         g = grad.to(torch.float32).reshape(b, ndim, n_vox).div(num_heads).contiguous()  # d result / d out_h
-        delta = torch.einsum("bhdn,bdn->bhn", out_h, g).contiguous()
+        delta = (out_h * g.unsqueeze(1)).sum(2)  # (B, heads, N): out_h . g / heads (plain ops: no autocast cast)
         shape, consts, grid = _launch_args(q, radius, num_heads)
         q_scale = _LOG2E / math.sqrt(consts["HD"])
         grad_scale = 1.0 / math.sqrt(consts["HD"])
         dq = dk = None
-        if ctx.needs_input_grad[0]:
-            dq = torch.empty_like(q)
-            _mov_bwd_dq_kernel[grid](q, k, g, delta, lse, dq, *shape, q_scale, grad_scale, **consts, **_OPTIONS)
-        if ctx.needs_input_grad[1]:
-            dk = torch.empty_like(k)
-            _mov_bwd_dk_kernel[grid](q, k, g, delta, lse, dk, *shape, q_scale, grad_scale, **consts, **_OPTIONS)
+        with _on_device(q):
+            if ctx.needs_input_grad[0]:
+                dq = torch.empty_like(q)
+                _mov_bwd_dq_kernel[grid](q, k, g, delta, lse, dq, *shape, q_scale, grad_scale, **consts, **_OPTIONS)
+            if ctx.needs_input_grad[1]:
+                dk = torch.empty_like(k)
+                _mov_bwd_dk_kernel[grid](q, k, g, delta, lse, dk, *shape, q_scale, grad_scale, **consts, **_OPTIONS)
         return dq, dk, None, None
 
 

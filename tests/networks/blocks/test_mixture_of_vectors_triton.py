@@ -506,6 +506,24 @@ class TestTritonCUDA(unittest.TestCase):
         ref = mixture_of_vectors(q.detach().bfloat16().float(), k.detach(), 2, 4, backend="torch")
         torch.testing.assert_close(out.detach(), ref, rtol=0, atol=1e-4)
 
+    @unittest.skipUnless(HAS_CUDA and torch.cuda.device_count() > 1, "needs 2 GPUs")
+    def test_second_gpu_while_first_is_current(self):
+        q, k, g = inputs((1, 8, 9, 10, 11), 3)
+        expected = run_kernels(lambda a, b, r, h: mixture_of_vectors(a, b, r, h, backend="torch"), q, k, g, 2, 2)
+        with torch.cuda.device(0):
+            dev = torch.device("cuda:1")
+            got = run_kernels(
+                lambda a, b, r, h: mixture_of_vectors(a, b, r, h, backend="triton"),
+                q.to(dev),
+                k.to(dev),
+                g.to(dev),
+                2,
+                2,
+            )
+        for a, b in zip(got, expected):
+            self.assertEqual(a.device, dev)
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--interpreter-checks"]:  # the subprocess of TestTritonKernelsInterpreted
