@@ -40,6 +40,16 @@ HAS_CUDA = torch.cuda.is_available()
 NO_TRITON = "triton is not installed (pip install 'monai_cover[gpu]'; the [test] extra has it)"
 
 
+def subprocess_env(**extra) -> dict:
+    """This environment without a backend override, with this checkout first on ``PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if k != mov_module.BACKEND_ENV}
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
 def reference_mov(query: torch.Tensor, key: torch.Tensor, radius: int, num_heads: int) -> torch.Tensor:
     """The formula with one padded-key slice per offset (float64, plain autograd).
 
@@ -283,10 +293,7 @@ class TestTritonKernelsInterpreted(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        env = {k: v for k, v in os.environ.items() if k != mov_module.BACKEND_ENV}
-        env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), PYTHONWARNINGS="ignore")
-        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+        env = subprocess_env(TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--interpreter-checks"],
             capture_output=True,
@@ -440,8 +447,9 @@ class TestBackendSelection(unittest.TestCase):
                 "print('ok')",
             ]
         )
-        env = {k: v for k, v in os.environ.items() if k != mov_module.BACKEND_ENV}
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=300
+        )
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         self.assertEqual(proc.stdout.strip(), "ok")
 
