@@ -180,8 +180,9 @@ def pretrain_table(pretrain: dict) -> list[str]:
             tail = max(1, len(t["vector"]) // 10)
             lines.append(f"\nCOVER seed {seed}, mean of the last {tail} steps: vector L1 "
                          f"{np.mean(t['vector'][-tail:]):.3f} voxels vs {np.mean(t['zero_ddf_l1'][-tail:]):.3f} for "
-                         "predicting zero displacement; "
-                         f"consistency {np.mean(t['consistency'][-tail:]):.3f}.")
+                         "predicting zero displacement; " + ", ".join(f"{k} {np.mean(v[-tail:]):.3f}" for k, v in
+                                                                      t.items() if k not in ("vector", "zero_ddf_l1"))
+                         + ".")
     return lines
 
 

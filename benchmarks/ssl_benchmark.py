@@ -62,6 +62,7 @@ if importlib.util.find_spec("monai_cover") is None:  # run from a checkout witho
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.engines import PrepareBatchDefault, SupervisedTrainer
+from monai.engines.utils import IterationEvents
 from monai.handlers import LrScheduleHandler
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
@@ -253,7 +254,8 @@ def make_trainer(network, loss, optimizer, prepare_batch, data, steps: int, devi
 
 def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log) -> tuple[dict, list, float, dict]:
     """Pretrain ``name`` for ``cfg['pretrain_steps']`` steps; return ``(BasicUNet state_dict, losses, seconds,
-    terms)``, terms = COVER's per-step ``vector``, ``consistency`` and ``zero_ddf_l1`` (vector L1 of predicting 0)."""
+    terms)``, terms = COVER's per-step loss terms (``vector``, ``consistency``, ...) and ``zero_ddf_l1`` (the vector
+    L1 of predicting zero displacement)."""
     torch.manual_seed(seed)
     unet, method = build(name, cfg)
     network, loss_fn, steps = method.network.to(device), method.loss.to(device), int(cfg["pretrain_steps"])
@@ -265,7 +267,12 @@ def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log
     if cfg["warmup_steps"]:  # the bundle's schedule (no profile uses one yet)
         handlers.insert(0, LrScheduleHandler(WarmupCosineSchedule(opt, cfg["warmup_steps"], steps), epoch_level=False))
     trainer = make_trainer(network, loss_fn, opt, method.prepare_batch, loader, steps, device, amp, handlers)
-    losses, terms, t0 = [], {}, time.time()
+    losses, terms, rng, t0 = [], {}, {}, time.time()
+    cuda = [device] if device.type == "cuda" else []
+
+    @trainer.on(IterationEvents.FORWARD_COMPLETED)
+    def _keep_rng(engine) -> None:  # the state the loss draws from (CoverLoss's spread term samples voxels)
+        rng.update(cpu=torch.get_rng_state(), cuda=[torch.cuda.get_rng_state(d) for d in cuda])
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine) -> None:
@@ -273,13 +280,16 @@ def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log
         losses.append(out["loss"].item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{name}: non-finite pretraining loss at step {step - 1}.")
-        if name == "cover":
-            with torch.no_grad():
+        if name == "cover":  # the loss's own terms (same draws), leaving the random stream as training left it
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                torch.set_rng_state(rng["cpu"])
+                for state, d in zip(rng["cuda"], cuda):
+                    torch.cuda.set_rng_state(state, d)
                 t = {k: v.item() for k, v in loss_fn.terms(out["pred"], out["label"]).items()}
             ddf, ov = out["label"]["ddf"].float(), out["label"]["overlap"].float()
             t["zero_ddf_l1"] = float((ddf.abs().sum(1, keepdim=True) * ov).sum() / ov.sum().clamp_min(1))
-            for k in ("vector", "consistency", "zero_ddf_l1"):
-                terms.setdefault(k, []).append(t[k])
+            for k, v in t.items():
+                terms.setdefault(k, []).append(v)
         if (step - 1) % max(1, steps // 5) == 0 or step == steps:
             log(f"    {name} seed {seed} step {step}/{steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)")
 

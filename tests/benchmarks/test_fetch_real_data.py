@@ -1,4 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
+"""benchmarks/data/fetch_real_data.py: the wheel sources written as NIfTI through the library's demo helpers
+(monai_cover.data.demo, SimpleITKReader via LoadImage), the datalist, skipped sources and the InVesalius reader."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +14,10 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
+import nibabel as nib
 import numpy as np
+
+from monai_cover.data import demo
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "fetch_real_data.py"
 spec = importlib.util.spec_from_file_location("fetch_real_data", SCRIPT)
@@ -81,7 +87,41 @@ class TestFetch(unittest.TestCase):
             self.assertGreater(float(image[label == 1].mean()), 100.0)  # ribs are bone
             mni = next(r for r in summary["records"] if r["name"] == "mni152_t1")
             self.assertEqual(mni["label_values"], [0, 1, 2, 3])
+            self.assertEqual(datalist["label_names"]["mni152_t1"]["2"], "grey matter")
             self.assertTrue((Path(tmp) / "fetch_summary.json").exists())
+            # the files hold exactly the library's demo volumes (same arrays, same affines)
+            expected = {"mni152_t1": (*demo.mni152_t1(2), demo.mni152_tissue_labels(2)[0]),
+                        "nibabel_anatomical_t1": (*demo.demo_volume("anatomical_t1"), None),
+                        "nibabel_epi_frame0": (*demo.demo_volume("epi_example4d"), None),
+                        "chest_ct": (*demo.demo_volume("chest_ct"), None)}
+            for name, (array, affine, label) in expected.items():
+                img = nib.load(str(Path(tmp) / "images" / f"{name}.nii.gz"))
+                np.testing.assert_array_equal(np.asarray(img.dataobj), array, err_msg=name)
+                np.testing.assert_allclose(img.affine, affine, atol=1e-6, err_msg=name)
+                if label is not None:
+                    np.testing.assert_array_equal(np.asarray(nib.load(str(Path(tmp) / "labels" / f"{name}.nii.gz"))
+                                                             .dataobj), label)
+
+    @unittest.skipUnless(HAS_WHEELS, "slicerio and SimpleITK are needed")
+    def test_read_volume_is_simpleitk_in_ras(self):
+        import SimpleITK as sitk
+
+        path = demo.demo_segmentation_datalist()["training"][0]["image"]
+        array, affine = demo.read_volume(path)
+        img = sitk.ReadImage(path)
+        np.testing.assert_array_equal(array, sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float32))
+        lps = np.eye(4)
+        lps[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
+        lps[:3, 3] = img.GetOrigin()
+        np.testing.assert_allclose(affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)  # ITK's LPS to RAS
+
+    @unittest.skipUnless(HAS_WHEELS, "slicerio and SimpleITK are needed")
+    def test_slicerio_label_off_the_ct_grid(self):
+        image = (np.zeros((4, 4, 2), np.float32), np.eye(4))
+        with tempfile.TemporaryDirectory() as tmp, mock.patch.object(
+                demo, "read_volume", side_effect=[image, (np.zeros((4, 4, 3), np.float32), np.eye(4))]):
+            with self.assertRaisesRegex(RuntimeError, r"segmentation \(4, 4, 3\) is not on the CT's grid \(4, 4, 2\)"):
+                fetch_real_data.fetch(tmp, ["slicerio"], verbose=False)
 
     def test_apt_source_skipped_without_apt(self):
         no_apt = mock.patch.object(fetch_real_data.shutil, "which", return_value=None)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""CI-sized end-to-end run of benchmarks/ssl_benchmark.py (``--smoke``) as a subprocess: every method pretrains,
-fine-tunes and is evaluated, and the report files carry the expected fields."""
+"""benchmarks/ssl_benchmark.py: its pieces (profiles and overrides, the bundle's loader chain and the label on its
+grid, patch draws, fine-tuning batches, method construction, weight loading) and a CI-sized end-to-end run
+(``--smoke``) as a subprocess whose results and report carry the expected fields."""
 
 from __future__ import annotations
 
@@ -15,12 +16,174 @@ import time
 import unittest
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from monai_cover.losses import CoverLoss
+from monai_cover.methods import METHODS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "ssl_benchmark.py"
+spec = importlib.util.spec_from_file_location("ssl_benchmark", SCRIPT)
+ssl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ssl)
+
 HAS_DATA = all(importlib.util.find_spec(m) is not None for m in ("nilearn", "slicerio", "SimpleITK", "nibabel"))
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
-METHODS = ("cover", "voxel_infonce", "pcrlv2", "voco")
 INITS = ("scratch",) + METHODS
+SMOKE = {**ssl.PROFILES["smoke"], "pair_kwargs": {}}
+
+
+class TestConfig(unittest.TestCase):
+    def test_profiles_and_overrides(self):
+        args = ssl.parse_args(["--smoke", "--out", "x", "--ks", "1", "2", "--pretrain-steps", "5", "--lr", "0.01",
+                               "--cover-levels", "3", "--pretrain-once", "--pair-kwargs", '{"margin": 2.0}'])
+        cfg = ssl.make_config(args)
+        self.assertEqual((cfg["profile"], cfg["ks"], cfg["pretrain_steps"], cfg["lr"]), ("smoke", [1, 2], 5, 0.01))
+        self.assertEqual((cfg["cover_levels"], cfg["pretrain_per_seed"]), (3, False))
+        self.assertEqual(cfg["pair_kwargs"], {"margin": 2.0})
+        self.assertEqual((cfg["crop"], cfg["spacing"], cfg["ft_steps"]), (32, 3.0, 2))  # from the profile
+        self.assertEqual(cfg["methods"], list(METHODS))
+        self.assertEqual(ssl.PROFILES["smoke"]["pretrain_steps"], 2)  # the profile itself is untouched
+        self.assertEqual(ssl.make_config(ssl.parse_args(["--out", "x"]))["profile"], "quick")
+        for name in ssl.PROFILES:
+            cfg = ssl.make_config(ssl.parse_args([f"--{name}", "--out", "x", "--methods", "voco"]))
+            self.assertEqual((cfg["profile"], cfg["methods"]), (name, ["voco"]))
+            self.assertTrue(set(cfg["method_kwargs"]) <= set(METHODS))
+        with self.assertRaises(SystemExit):
+            ssl.parse_args(["--smoke", "--full", "--out", "x"])
+
+
+class TestData(unittest.TestCase):
+    def test_loader_chain_is_the_bundles(self):
+        from monai.transforms import LoadImaged, Orientationd, ResampleToMatchd, Spacingd, SpatialPadd
+
+        image_chain, label_chain = ssl.loader_chains({"spacing": 3.0, "crop": 8})
+        types = [type(t) for t in image_chain]
+        self.assertEqual(types[0], LoadImaged)
+        for kind in (Orientationd, Spacingd, SpatialPadd):
+            self.assertIn(kind, types)
+        spacing = image_chain[types.index(Spacingd)]
+        self.assertEqual(tuple(spacing.spacing_transform.pixdim), (3.0, 3.0, 3.0))
+        pad = image_chain[types.index(SpatialPadd)]
+        self.assertEqual(list(pad.padder.spatial_size), [12, 12, 12])  # the bundle's ceil(margin 1.5 * patch)
+        wider = ssl.loader_chains({"spacing": 3.0, "crop": 8, "pair_kwargs": {"margin": 2.0}})[0]
+        self.assertEqual(list(wider[types.index(SpatialPadd)].padder.spatial_size), [16, 16, 16])
+        self.assertEqual(tuple(label_chain[0].keys), ("label",))
+        self.assertIs(label_chain[0]._loader, image_chain[0]._loader)  # the same readers
+        self.assertIsInstance(label_chain[1], ResampleToMatchd)
+
+    def _volumes(self, tmp: str, flip: bool) -> dict:
+        import nibabel as nib
+
+        rng = np.random.default_rng(0)
+        shape = (20, 24, 16)
+        label = np.zeros(shape, np.uint8)
+        label[3:12, 4:20, 2:10], label[12:18, 4:20, 2:10], label[5:9, 6:9, 11:14] = 1, 2, 3
+        affine = np.diag([-2.0 if flip else 2.0, 2.0, 2.0, 1.0])
+        affine[:3, 3] = [30.0 if flip else -10.0, -20.0, 5.0]
+        nib.save(nib.Nifti1Image(rng.normal(100, 20, shape).astype(np.float32), affine), f"{tmp}/i.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), f"{tmp}/l.nii.gz")
+        return {"image": f"{tmp}/i.nii.gz", "label": f"{tmp}/l.nii.gz", "modality": "MR"}
+
+    def test_label_follows_the_image_grid(self):
+        from monai.transforms import Compose, LoadImaged, Orientationd, Spacingd, SpatialPadd
+
+        keys = ["image", "label"]
+        reference = Compose([LoadImaged(keys, image_only=True, ensure_channel_first=True), Orientationd(keys, "RAS"),
+                             Spacingd(keys, pixdim=(3.0,) * 3, mode=["bilinear", "nearest"]), SpatialPadd(keys, 12)])
+        image_chain, label_chain = ssl.loader_chains({"spacing": 3.0, "crop": 8})
+        for flip in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                data = self._volumes(tmp, flip)
+                out, ref = Compose(image_chain + label_chain)(dict(data)), reference(dict(data))
+            self.assertEqual(tuple(out["label"].shape), (1, 14, 16, 12))  # 16 * 2 / 3 = 11 -> padded to 12
+            self.assertEqual(out["label"].shape, out["image"].shape)
+            torch.testing.assert_close(out["label"].affine, out["image"].affine)
+            torch.testing.assert_close(out["image"].affine, ref["image"].affine)
+            self.assertEqual(torch.unique(out["label"]).tolist(), [0.0, 1.0, 2.0, 3.0])  # nearest: no new values
+            self.assertLessEqual(float(out["image"].max()), 1.0)  # the bundle's intensity scaling
+            agree = (out["label"].as_tensor() == ref["label"].as_tensor()).float().mean()
+            # RAS input (as the MNI template): exactly Orientationd + Spacingd(nearest) + SpatialPadd; a flipped axis
+            # resampled in one step may break the ties half-way between two source voxels the other way
+            self.assertEqual(float(agree), 1.0) if not flip else self.assertGreater(float(agree), 0.95)
+
+    def test_draw_patches(self):
+        label = torch.zeros(1, 24, 20, 16, dtype=torch.int64)
+        label[:, 4:20, 2:18, 2:14] = 2
+        boxes = ssl.draw_patches(label, 8, 5, seed=3)
+        self.assertEqual(len(boxes), 5)
+        self.assertEqual(ssl.draw_patches(label, 8, 2, seed=3), boxes[:2])  # nested: k=2 is in k=5
+        self.assertNotEqual(ssl.draw_patches(label, 8, 5, seed=4), boxes)
+        for o in boxes:
+            self.assertTrue(all(0 <= a <= s - 8 for a, s in zip(o, label.shape[1:])))
+            window = label[0, o[0]:o[0] + 8, o[1]:o[1] + 8, o[2]:o[2] + 8]
+            self.assertGreaterEqual(float((window > 0).float().mean()), 0.3)
+        with self.assertRaisesRegex(RuntimeError, "could not draw 1 patches with >= 30% foreground"):
+            ssl.draw_patches(torch.zeros(1, 8, 8, 8, dtype=torch.int64), 4, 1, seed=0)
+
+    def test_patch_batches(self):
+        images = torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 1, 4, 4, 4).contiguous() + 1.0
+        labels = torch.arange(3).view(3, 1, 1, 1, 1).expand(3, 1, 4, 4, 4).contiguous()
+        batches = ssl.patch_batches(images, labels, batch=2, seed=1)
+        first = [next(batches) for _ in range(3)]
+        again = ssl.patch_batches(images, labels, batch=2, seed=1)
+        for b in first:  # the same batches for every initialisation at one seed
+            c = next(again)
+            self.assertTrue(torch.equal(b["image"], c["image"]) and torch.equal(b["label"], c["label"]))
+        other = next(ssl.patch_batches(images, labels, batch=2, seed=2))
+        self.assertFalse(torch.equal(other["image"], first[0]["image"]))
+        for b in first:
+            self.assertEqual((tuple(b["image"].shape), tuple(b["label"].shape)), ((2, 1, 4, 4, 4), (2, 1, 4, 4, 4)))
+            source = images[b["label"][:, 0, 0, 0, 0]]  # patch i holds i + 1 everywhere and label i
+            jitter = (b["image"] - source).abs().amax(dim=(1, 2, 3, 4))  # scale 1 +- 0.1, shift +- 0.05
+            self.assertTrue(bool((jitter <= 0.1 * source.amax(dim=(1, 2, 3, 4)) + 0.05 + 1e-6).all()))
+            self.assertEqual(b["image"].std(dim=(1, 2, 3, 4)).max().item(), 0.0)  # one scale and shift per patch
+
+
+class TestMethodsAndWeights(unittest.TestCase):
+    def test_build_every_method(self):
+        from monai_cover.baselines.pcrlv2 import PCRLv2Cropd
+        from monai_cover.transforms import RandCoverPaird
+
+        methods = {}
+        for name in METHODS:
+            unet, m = ssl.build(name, SMOKE)
+            methods[name] = m
+            self.assertEqual(m.name, name)
+            self.assertIs(m.network.backbone.network, unet)  # the BasicUNet whose state_dict is kept
+            trained = {id(p) for p in m.parameters()}
+            self.assertTrue(all(id(p) in trained for p in unet.parameters()))
+        self.assertIsInstance(methods["cover"].transform, RandCoverPaird)
+        self.assertIsInstance(methods["voxel_infonce"].transform, RandCoverPaird)
+        self.assertIsInstance(methods["pcrlv2"].transform, PCRLv2Cropd)
+        self.assertEqual(methods["voxel_infonce"].loss.num_samples, 64)  # smoke's method_kwargs
+        self.assertEqual(methods["voxel_infonce"].prepare_batch.input_keys, ["view_a", "view_b"])
+        self.assertEqual(methods["voco"].prepare_batch.target_keys, ["voco_labels"])
+        _, cover3 = ssl.build("cover", {**SMOKE, "cover_levels": 3})
+        self.assertEqual(len(cover3.network.backbone.layers), 3)
+        self.assertEqual(cover3.network.backbone.layers, methods["cover"].network.backbone.layers[-3:])
+        self.assertEqual(len(ssl.build("voco", {**SMOKE, "cover_levels": 3})[1].network.backbone.layers), 5)
+
+    def test_init_segmenter_loads_all_but_final_conv(self):
+        torch.manual_seed(123)
+        state = ssl.make_unet(SMOKE).state_dict()
+        net, scratch = ssl.init_segmenter(SMOKE, state, seed=0), ssl.init_segmenter(SMOKE, None, seed=0)
+        again = ssl.init_segmenter(SMOKE, None, seed=0)
+        for key, value in net.state_dict().items():
+            expected = scratch.state_dict()[key] if key.startswith("final_conv.") else state[key]
+            torch.testing.assert_close(value, expected, msg=key)
+            torch.testing.assert_close(scratch.state_dict()[key], again.state_dict()[key])  # seeded
+        self.assertFalse(torch.equal(net.state_dict()["conv_0.conv_0.conv.weight"],
+                                     scratch.state_dict()["conv_0.conv_0.conv.weight"]))
+        missing = {k: v for k, v in state.items() if not k.startswith("down_4.")}
+        with self.assertRaisesRegex(RuntimeError, r"do not fit the segmentation BasicUNet.*missing \['down_4\."):
+            ssl.init_segmenter(SMOKE, missing, seed=0)
+        reshaped = {**state, "down_4.convs.conv_1.conv.weight": torch.zeros(1, 1, 3, 3, 3)}
+        with self.assertRaisesRegex(RuntimeError, r"mismatched \{'down_4\.convs\.conv_1\.conv\.weight'"):
+            ssl.init_segmenter(SMOKE, reshaped, seed=0)
+        with self.assertRaisesRegex(RuntimeError, r"unexpected \['extra'\]"):
+            ssl.init_segmenter(SMOKE, {**state, "extra": torch.zeros(1)}, seed=0)
 
 
 @unittest.skipUnless(HAS_DATA, "needs nilearn, slicerio, SimpleITK and nibabel for the real volumes")
@@ -36,8 +199,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
         cls.seconds = time.time() - start
         cls.results = None
         if cls.proc.returncode == 0 and (cls.out / "results.json").exists():
-            with open(cls.out / "results.json") as f:
-                cls.results = json.load(f)
+            cls.results = json.loads((cls.out / "results.json").read_text())
 
     @classmethod
     def tearDownClass(cls):
@@ -51,19 +213,38 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
 
     def test_runs_in_ci_budget(self):
         self._results()
-        # the smoke profile itself takes ~40 s on a loaded 2-core CPU; leave slack for a busy CI machine
+        # the smoke profile itself takes ~20-50 s on a loaded 2-core CPU; leave slack for a busy CI machine
         self.assertLess(self.seconds, 300)
+
+    def test_data_through_the_bundle_loader(self):
+        r = self._results()
+        self.assertEqual(r["data"]["loader"], "bundles/cover_pretrain_3d/configs/train.json#loader_transforms")
+        self.assertEqual(sorted(r["data"]["pool"]), ["chest_ct", "mni152_t1", "nibabel_anatomical_t1",
+                                                     "nibabel_epi_frame0"])
+        for name, vol in r["data"]["volumes"].items():
+            self.assertTrue(all(s >= 48 for s in vol["shape"]), msg=f"{name} {vol['shape']}")  # crop_size 1.5 * 32
+        split = r["data"]["split"]
+        self.assertEqual(split["axis"], 0)
+        self.assertEqual(split["shape"], r["data"]["volumes"]["mni152_t1"]["shape"])
+        self.assertEqual(split["train"], [0, split["shape"][0] // 2 - 1])  # gap round(4 mm / 3 mm) = 1 voxel
+        self.assertEqual(split["eval"], [split["shape"][0] // 2 + 1, split["shape"][0]])
 
     def test_every_method_end_to_end(self):
         r = self._results()
         cfg = r["config"]
         self.assertEqual(cfg["profile"], "smoke")
+        self.assertEqual(cfg["method_kwargs"]["pcrlv2"], {"transform_kwargs": {"num_local": 1}})
         self.assertEqual(sorted(r["pretrain"]), sorted(METHODS))
         for method in METHODS:
             for run in r["pretrain"][method].values():
                 self.assertEqual(len(run["losses"]), cfg["pretrain_steps"])
                 self.assertTrue(all(math.isfinite(v) for v in run["losses"]))
                 self.assertGreater(run["seconds"], 0)
+        terms, weights = r["pretrain"]["cover"]["0"]["terms"], CoverLoss()  # the library's default COVER objective
+        self.assertTrue({"vector", "consistency", "zero_ddf_l1"} <= set(terms))
+        for i, loss in enumerate(r["pretrain"]["cover"]["0"]["losses"]):  # the logged terms are the loss's own
+            self.assertAlmostEqual(loss, sum(getattr(weights, f"{k}_weight") * v[i] for k, v in terms.items()
+                                             if k != "zero_ddf_l1"), places=4)
         runs = r["runs"]
         self.assertEqual(len(runs), len(INITS) * len(cfg["ks"]) * len(cfg["seeds"]))
         for run in runs:
@@ -74,6 +255,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
                 self.assertLessEqual(v, 1.0)
             self.assertAlmostEqual(run["dice_mean"], sum(run["dice"].values()) / 3, places=6)
             self.assertEqual(len(run["patches"]), run["k"])
+            self.assertTrue(math.isfinite(run["final_train_loss"]))
         # identical labelled patches for every initialisation at a given seed and k
         for k in cfg["ks"]:
             patches = {json.dumps(run["patches"]) for run in runs if run["k"] == k and run["seed"] == cfg["seeds"][0]}
@@ -94,13 +276,12 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
         self.assertEqual(sorted(r["comparisons"]), sorted(set(INITS) - {"cover"}))
         for key in ("data_seconds", "pretrain_seconds", "finetune_seconds", "total_seconds"):
             self.assertIn(key, r["timings"])
-        self.assertEqual(r["data"]["split"]["axis"], 0)
-        self.assertLessEqual(r["data"]["split"]["train"][1], r["data"]["split"]["eval"][0])
 
     def test_report_files(self):
         self._results()
         report = (self.out / "report.md").read_text()
-        for text in ("Mean Dice", "| init |", "Over-dispersion", "intra cos", "eff. rank", "Limitations", "k=1"):
+        for text in ("Mean Dice", "| init |", "Over-dispersion", "intra cos", "eff. rank", "Limitations", "k=1",
+                     "SupervisedTrainer", "loader_transforms"):
             self.assertIn(text, report)
         for init in INITS:
             self.assertIn(f"| {init} |", report)
