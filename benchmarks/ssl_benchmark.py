@@ -24,9 +24,9 @@ Protocol
   the label is read by the same ``LoadImaged`` and resampled (nearest) onto its image's grid (``ResampleToMatchd``).
 - **Pretraining**: the *images* of all volumes (no labels). Same backbone (a stock ``BasicUNet``, five levels through
   :class:`monai_cover.networks.FeaturePyramid`), AdamW, gradient clipping 1.0, steps and volumes per step (each drawn
-  uniformly from the pool) for every method. The pretext crops differ by design: COVER and voxel InfoNCE share the
-  same ``RandCoverPaird`` pairs (2 backbone passes per volume); PCRLv2 2 global + ``num_local`` local crops; VoCo a
-  2x2 base grid + 2 random crops (6 passes).
+  uniformly from the pool) for every method. The pretext crops differ by design: COVER (``CoverNet`` and the
+  library's default ``CoverLoss()``) and voxel InfoNCE share the same ``RandCoverPaird`` pairs (2 backbone passes
+  per volume); PCRLv2 2 global + ``num_local`` local crops; VoCo a 2x2 base grid + 2 random crops (6 passes).
 - **Labelled task**: MNI152 at ``spacing`` mm, classes other / grey matter / white matter (+ background), split
   spatially: patches from the left hemisphere (RAS axis 0 below the midline minus ~4 mm), Dice on the right one
   (sliding window). ``k`` nested patches of ``crop`` voxels with >= 30 % brain per seed, the same for every init.
@@ -73,6 +73,7 @@ from monai.optimizers import WarmupCosineSchedule
 from monai.transforms import Compose, LoadImaged, ResampleToMatchd
 
 from monai_cover import load_pretrained
+from monai_cover.data.demo import MNI152_TISSUE_NAMES
 from monai_cover.engines import CoverPrepareBatch
 from monai_cover.handlers import GradientClipHandler
 from monai_cover.losses import CoverLoss
@@ -94,8 +95,8 @@ def _load_script(name: str, path: Path):
 
 report = _load_script("ssl_report", ROOT / "benchmarks" / "report.py")
 INITS = ("scratch",) + METHODS
-LABEL_NAMES = {1: "other", 2: "grey matter", 3: "white matter"}
-N_CLASSES = 4  # background + 3
+LABEL_NAMES = {k: v for k, v in MNI152_TISSUE_NAMES.items() if k}  # the fetched MNI labels: other, GM, WM
+N_CLASSES = len(MNI152_TISSUE_NAMES)  # background + 3
 BUNDLE_CONFIG = ROOT / "bundles" / "cover_pretrain_3d" / "configs" / "train.json"
 
 # A profile is a plain dict (a new one: ``{**PROFILES["quick"], ...}``; its ``--name`` flag comes for free). Units:
@@ -137,8 +138,11 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
 def loader_chains(cfg: dict, config_file: Path = BUNDLE_CONFIG) -> tuple[list, list]:
     """``(image_chain, label_chain)``: the bundle's ``loader_transforms`` parsed from ``config_file`` with ``spacing``
     ``(cfg["spacing"],) * 3``, ``patch_size`` ``(cfg["crop"],) * 3`` (and the pairs' ``margin`` when given); the
-    label's: the same ``LoadImaged`` on ``"label"``, then ``ResampleToMatchd`` (nearest) onto the image's final grid.
-    Run both, in this order, on one ``{"image", "label", "modality"}`` dict."""
+    label's: the same ``LoadImaged`` on ``"label"``, then ``ResampleToMatchd`` (nearest) onto the image's final grid,
+    whatever geometry the bundle applies. For a RAS input (the MNI template) that is exactly the label through the
+    chain's ``Orientationd`` and ``Spacingd(mode="nearest")``; resampling a flipped axis in one step may break ties
+    (points half-way between two voxels) the other way. Run both, in this order, on one ``{"image", "label",
+    "modality"}`` dict."""
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["spacing"], parser["patch_size"] = [float(cfg["spacing"])] * 3, [int(cfg["crop"])] * 3
@@ -267,29 +271,26 @@ def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log
     if cfg["warmup_steps"]:  # the bundle's schedule (no profile uses one yet)
         handlers.insert(0, LrScheduleHandler(WarmupCosineSchedule(opt, cfg["warmup_steps"], steps), epoch_level=False))
     trainer = make_trainer(network, loss_fn, opt, method.prepare_batch, loader, steps, device, amp, handlers)
-    losses, terms, rng, t0 = [], {}, {}, time.time()
-    cuda = [device] if device.type == "cuda" else []
+    losses, terms, t0 = [], {}, time.time()
 
     @trainer.on(IterationEvents.FORWARD_COMPLETED)
-    def _keep_rng(engine) -> None:  # the state the loss draws from (CoverLoss's spread term samples voxels)
-        rng.update(cpu=torch.get_rng_state(), cuda=[torch.cuda.get_rng_state(d) for d in cuda])
+    def _terms(engine) -> None:  # COVER's terms, drawn from the random state the loss then draws from (forked)
+        if name != "cover":
+            return
+        out = engine.state.output
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            t = {k: v.item() for k, v in loss_fn.terms(out["pred"], out["label"]).items()}
+        ddf, ov = out["label"]["ddf"].float(), out["label"]["overlap"].float()
+        t["zero_ddf_l1"] = float((ddf.abs().sum(1, keepdim=True) * ov).sum() / ov.sum().clamp_min(1))
+        for k, v in t.items():
+            terms.setdefault(k, []).append(v)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine) -> None:
-        out, step = engine.state.output, engine.state.iteration
-        losses.append(out["loss"].item())
+        step = engine.state.iteration
+        losses.append(engine.state.output["loss"].item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{name}: non-finite pretraining loss at step {step - 1}.")
-        if name == "cover":  # the loss's own terms (same draws), leaving the random stream as training left it
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                torch.set_rng_state(rng["cpu"])
-                for state, d in zip(rng["cuda"], cuda):
-                    torch.cuda.set_rng_state(state, d)
-                t = {k: v.item() for k, v in loss_fn.terms(out["pred"], out["label"]).items()}
-            ddf, ov = out["label"]["ddf"].float(), out["label"]["overlap"].float()
-            t["zero_ddf_l1"] = float((ddf.abs().sum(1, keepdim=True) * ov).sum() / ov.sum().clamp_min(1))
-            for k, v in t.items():
-                terms.setdefault(k, []).append(v)
         if (step - 1) % max(1, steps // 5) == 0 or step == steps:
             log(f"    {name} seed {seed} step {step}/{steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)")
 

@@ -162,7 +162,9 @@ class TestMethodsAndWeights(unittest.TestCase):
         self.assertEqual(methods["voco"].prepare_batch.target_keys, ["voco_labels"])
         _, cover3 = ssl.build("cover", {**SMOKE, "cover_levels": 3})
         self.assertEqual(len(cover3.network.backbone.layers), 3)
-        self.assertEqual(cover3.network.backbone.layers, methods["cover"].network.backbone.layers[-3:])
+        full = methods["cover"].network.backbone  # --cover-levels 3 = the 3 finest layers, same padding rule
+        self.assertEqual(cover3.network.backbone.layers, full.layers[-3:])
+        self.assertEqual(cover3.network.backbone.size_divisible, full.size_divisible)
         self.assertEqual(len(ssl.build("voco", {**SMOKE, "cover_levels": 3})[1].network.backbone.layers), 5)
 
     def test_init_segmenter_loads_all_but_final_conv(self):
