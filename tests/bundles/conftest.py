@@ -164,6 +164,61 @@ def write_volumes(folder: Path, n: int = 3, shape=(40, 44, 36), seed: int = 0) -
     return folder
 
 
+def write_bad_files(folder: Path, good: Path) -> dict[str, Path]:
+    """Next to real volumes, the files a new user's folder holds, written for real: a ``.nii.gz`` cut to its first
+    third (truncated gzip), a volume with a NaN, a 2-D NIfTI, a 10^3 volume, a PNG and a ``.txt``.
+    ``good`` is a whole ``.nii.gz`` to cut. Returns ``{what: path}``."""
+    import nibabel as nib
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = good.read_bytes()
+    names = {"truncated": "truncated.nii.gz", "nan": "nan.nii.gz", "flat": "flat2d.nii.gz", "tiny": "tiny.nii.gz",
+             "png": "photo.png", "txt": "notes.txt"}  # fmt: skip
+    paths = {k: folder / n for k, n in names.items()}
+    paths["truncated"].write_bytes(raw[: len(raw) // 3])
+    vol = np.asarray(nib.load(str(good)).dataobj, dtype=np.float32).copy()
+    vol[5, 6, 7] = np.nan
+    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 2.0, 2.0, 1.0])), str(paths["nan"]))
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.random((40, 44)).astype(np.float32), np.eye(4)), str(paths["flat"]))
+    tiny = rng.random((10, 10, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(tiny, np.diag([2.0, 2.0, 2.0, 1.0])), str(paths["tiny"]))
+    Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(paths["png"])
+    paths["txt"].write_text("scan notes\n")
+    return paths
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (started and waited for here)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write_stale_lock(output_dir: Path) -> int:
+    """A lock file as a killed run leaves it (its pid no longer runs); returns that pid."""
+    import json
+    import socket
+
+    from monai_cover.bundle import LOCK_NAME
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pid = dead_pid()
+    info = {"pid": pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00", "command": "killed"}
+    (output_dir / LOCK_NAME).write_text(json.dumps(info))
+    return pid
+
+
+def read_events(log_dir: Path):
+    """TensorBoard's ``EventAccumulator`` over every event file in ``log_dir`` (images included), reloaded."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
 #: epochs of the run that is killed: far more than it lives through, so it cannot finish before the kill
 KILLED_EPOCHS = 50
 
@@ -173,13 +228,14 @@ def pretrain_run(tmp_path_factory):
     """A pretraining run on a folder of small volumes, SIGKILLed once ``checkpoints/checkpoint_epoch=1.pt`` is
     written, then resumed with ``--epochs`` one more than its newest complete checkpoint (2 unless the kill came
     late): ``{"output_dir", "first", "killed_at", "resumed_epochs", "second", "bundle_before", "bundle_after"}``;
-    ``killed_at`` lists the epochs of the complete checkpoints the killed run left."""
+    ``killed_at`` lists the epochs of the complete checkpoints the killed run left. Both runs keep one checkpoint
+    (``--ckpt_n_saved 1``), so that the resumed run must delete the killed run's."""
     work = tmp_path_factory.mktemp("pretrain")
     data = write_volumes(work / "data")
     out = work / "cover_pretrain_3d"
     before = snapshot(PRETRAIN)
     config = [PRETRAIN / "configs" / "train.json"]
-    common = [*TINY_PRETRAIN, "--dataset_dir", str(data)]
+    common = [*TINY_PRETRAIN, "--dataset_dir", str(data), "--ckpt_n_saved", "1"]
     args = bundle_args(config, PRETRAIN, out, *common, "--epochs", str(KILLED_EPOCHS))
     first = run_until_checkpoint(args, work, out / "checkpoints" / "checkpoint_epoch=1.pt", work / "killed_run.log")
     killed_at = checkpoint_epochs(out / "checkpoints")

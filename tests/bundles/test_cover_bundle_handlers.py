@@ -10,7 +10,6 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_cover.bundle import bundle_path, export_bundle
-from monai_cover.networks import FeatureLevel
 from monai_cover.handlers import (
     DDFEndPointError,
     GradientClipHandler,
@@ -19,6 +18,7 @@ from monai_cover.handlers import (
     find_latest_checkpoint,
     read_loss_summary,
 )
+from monai_cover.networks import FeatureLevel
 
 
 def _loss_engine(losses_per_epoch):

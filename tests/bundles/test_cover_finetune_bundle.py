@@ -5,6 +5,7 @@ embedded labelled chest CT (real CLI in a subprocess), then evaluate.json; every
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +58,46 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert (out / "eval" / "metrics.csv").is_file()
     assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
+    # per class, under the class names (the demo's segment names), not class0..class6
+    rows = (out / "eval" / "val_mean_dice_per_class.csv").read_text().splitlines()
+    assert rows[0] == ("filename,ribs,cervical vertebral column,thoracic vertebral column,lumbar vertebral column,"
+                       "right lung,left lung,tissue")  # fmt: skip
+    assert rows[1].startswith(str(_chest_ct())) and rows[-1].startswith("mean,")
+    assert "val_mean_dice per class: ribs " in proc.stdout and "class0" not in proc.stdout
+
+    # inference.json: segmentations of a folder (or datalist), in the input's own grid, with the class names
+    infer = FINETUNE / "configs" / "inference.json"
+    proc = bundle_run([CONFIG, infer], FINETUNE, out, *TINY_FINETUNE, "--pretrained", "false")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    _assert_segmentation(out / "segmentations" / "CTChest4_seg.nii.gz", _chest_ct())
+    names = json.loads((out / "segmentations" / "classes.json").read_text())
+    assert names["0"] == "background" and names["5"] == "right lung" and len(names) == 8
+
+
+def _chest_ct():
+    import slicerio
+
+    return Path(slicerio.__file__).parent / "data" / "CTChest4.nrrd"
+
+
+def _assert_segmentation(seg_path: Path, image_path: Path) -> None:
+    """``seg_path`` is a label map of ``image_path``'s shape and affine (spacing and orientation restored)."""
+    import warnings
+
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import LoadImage
+
+    from monai_cover.data import volume_readers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = LoadImage(reader=volume_readers(), image_only=True)(str(image_path))
+    seg = nib.load(str(seg_path))
+    assert seg.shape == tuple(image.shape), (seg.shape, image.shape)
+    np.testing.assert_allclose(seg.affine, np.asarray(image.affine), atol=1e-3)
+    values = np.unique(np.asarray(seg.dataobj))
+    assert values.dtype == np.uint8 and set(values.tolist()) <= set(range(8))
 
 
 def test_finetune_refuses_incomplete_pretrained_weights(pretrain_run, tmp_path):

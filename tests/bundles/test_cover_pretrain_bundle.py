@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from conftest import (
     TINY_PRETRAIN,
     bundle_run,
     checkpoint_epochs,
+    read_events,
     verify_net,
     write_volumes,
 )
@@ -52,7 +54,12 @@ def test_killed_run_resumes_from_last_checkpoint(pretrain_run):
     # the second run continued after the checkpointed epoch: it trained no iteration of an earlier epoch
     assert f"Epoch: {epochs}/{epochs}" in second.stdout
     assert not re.search(rf"Epoch: {resumed_from}/{epochs}\b", second.stdout), second.stdout[-3000:]
-    assert checkpoint_epochs(out / "checkpoints") == [*killed_at, epochs]
+    # --ckpt_n_saved 1 counts across the two runs: the killed run's checkpoint is gone, only the newest is kept
+    assert checkpoint_epochs(out / "checkpoints") == [epochs]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"checkpoint_epoch={epochs}.pt"]
+    # the killed run's lock (its pid no longer runs) was taken over, with a warning naming it
+    assert re.search(r"took over the lock left by a run that is no longer running \(pid \d+", second.stdout)
+    assert (out / ".monai_cover.lock").read_text() == ""  # released at the end
     ckpt = torch.load(out / "checkpoints" / f"checkpoint_epoch={epochs}.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
     # ignite keeps no epoch counter: the iterations are those of all the epochs so far
@@ -80,6 +87,10 @@ def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
     net.load_state_dict(state)  # strict: exactly the stock BasicUNet keys
     text = (out / "loss_summary.txt").read_text()
     assert "epoch\titerations\tfirst\tlast\tmin\tmean" in text and "mean loss epoch 1" in text
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["counts"] == {"found": 3, "training": 2, "validation": 1, "testing": 0, "skipped": 0, "bad": 0,
+                                "ignored": 0}  # fmt: skip
+    assert report["dataset"]["type"] == "cache" and (out / "data_report.md").is_file()
     # the bundle folder itself was not written to (it may be a read-only install)
     assert pretrain_run["bundle_before"] == pretrain_run["bundle_after"]
 
@@ -141,6 +152,11 @@ def test_config_workflow_on_embedded_demo(tmp_path):
     assert (out / "models" / "model.pt").is_file() and (out / "loss_summary.txt").is_file()
     assert len(read_loss_summary(out / "loss_summary.txt")) == 1
     assert list((out / "cache" / "persistent").glob("*.pt")), "PersistentDataset cache not written"
+    report = json.loads((out / "data_report.json").read_text())  # the pre-flight check ran on the demo's 4 volumes
+    assert report["summary"] == "found 4, training on 3, validating on 1, skipped 0"
+    assert report["dataset"]["type"] == "persistent" and "--dataset_type persistent" in report["dataset"]["reason"]
+    readers = {Path(it["files"]["image"]["path"]).name: it["files"]["image"]["reader"] for it in report["items"]}
+    assert readers["CTChest4.nrrd"] == "SimpleITKReader(nifti=False)" and readers["anatomical.nii"] == "NibabelReader"
 
 
 def test_torchrun_gloo_two_processes(tmp_path):
@@ -152,6 +168,12 @@ def test_torchrun_gloo_two_processes(tmp_path):
     proc = bundle_run(multi, PRETRAIN, out, *overrides, cwd=tmp_path, launcher=launcher)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_epoch=1.pt"]
+    # both ranks checked the command line; rank 0 alone took the lock and wrote the data report (each rank read
+    # half of the files), and no rank waited for the other
+    assert proc.stdout.count("command-line overrides: ") == 2
+    assert proc.stdout.count(f"output_dir {out.resolve()} locked for this run") == 1
+    assert proc.stdout.count("data check | found 4, training on 3, validating on 1, skipped 0") == 1
+    assert json.loads((out / "data_report.json").read_text())["counts"]["training"] == 3
     assert (out / "models" / "model.pt").is_file()
     # rank-0-only handlers: one process wrote TensorBoard events
     pids = {p.name.split(".")[-2] for p in (out / "logs").glob("events.out.tfevents.*")}
@@ -245,3 +267,39 @@ def test_inference_writes_features_and_ddf(pretrain_run):
     ]
     assert nib.load(str(out / "inference" / "pair0000_ddf_pred.nii.gz")).shape == (32, 32, 32, 3)
     assert nib.load(str(out / "inference" / "pair0000_features_a.nii.gz")).shape == (32, 32, 32, 8)
+
+
+def test_tensorboard_has_learning_rate_and_validation_images(pretrain_run):
+    """One event file per run (the writer is shared), the learning rate of every iteration, the validation metrics
+    and, at every validation, the pictures of the pair (views, true and predicted DDF, overlap, error)."""
+    from monai_cover.handlers import PANELS
+
+    out, epochs = pretrain_run["output_dir"], pretrain_run["resumed_epochs"]
+    acc = read_events(out / "logs")
+    tags = acc.Tags()
+    lr = [e.value for e in acc.Scalars("learning_rate")]
+    # 3 volumes, one held out: 2 iterations per epoch; warm-up over epoch 1 then cosine decay, all positive
+    assert len(lr) >= 2 * epochs and all(v > 0 for v in lr) and lr[1] > lr[0], lr
+    assert {"train_loss", "val_ddf_epe", "val_epe_ratio", "val_nn_correspondence"} <= set(tags["scalars"])
+    assert {f"val_images/{p}" for p in PANELS} <= set(tags["images"]), tags["images"]
+    images = acc.Images("val_images/ddf_pred_magnitude")
+    assert sorted({e.step for e in images}) == list(range(1, epochs + 1))  # one per validation (every epoch)
+    assert images[-1].width == 32 and images[-1].height == 32  # the middle slice of a 32^3 view
+
+
+def test_load_pretrained_reads_cover_net_and_checkpoints(pretrain_run):
+    """The run's own files load into a plain BasicUNet as they are: ``cover_net.pt`` and a training checkpoint carry
+    the CoverNet's ``backbone.`` prefix, which is stripped and reported."""
+    from monai_cover.weights import load_pretrained
+
+    out, epochs = pretrain_run["output_dir"], pretrain_run["resumed_epochs"]
+    reference = torch.load(out / "models" / "model.pt", weights_only=True)
+    for source in (out / "models" / "cover_net.pt", out / "checkpoints" / f"checkpoint_epoch={epochs}.pt"):
+        net = _tiny_unet()
+        report = load_pretrained(net, source)
+        assert report.stripped_prefix == "backbone." and "'backbone.' stripped" in str(report)
+        assert len(report.loaded) == len(net.state_dict()) and not report.missing and not report.mismatched
+        # keys outside the stripped prefix (the DDF head's) are left out, not reported as unexpected
+        assert report.unexpected == [] and len(report.source_shapes) == len(net.state_dict())
+        if source.name == "cover_net.pt":  # the final weights: the same as models/model.pt
+            assert all(torch.equal(net.state_dict()[k], v) for k, v in reference.items())
