@@ -2,8 +2,8 @@
 """One run per output folder: a lock file in ``output_dir``.
 
 Two runs writing into one ``output_dir`` delete each other's checkpoints (``CheckpointSaver`` keeps ``n_saved``) and
-mix their TensorBoard events. :py:func:`lock_output_dir` (in every bundle config's ``initialize``, right after the
-override check) takes ``output_dir/.monai_cover.lock``:
+mix their TensorBoard events. :py:func:`lock_output_dir` (the first item of every bundle config's ``run``, before
+anything is written to ``output_dir``) takes ``output_dir/.monai_cover.lock``:
 
 - the lock is an OS file lock (``fcntl.lockf``) held for the life of the process, so the kernel drops it when the
   process ends in any way, a ``SIGKILL`` included; the file holds the holder's pid, host, start time and command;
@@ -192,7 +192,7 @@ def _acquire(output_dir: Path) -> OutputDirLock:
     path = output_dir / LOCK_NAME
     held = _HELD.get(str(path))
     if held is not None and held.owned:
-        return held  # this process already holds it (initialize run twice in one process)
+        return held  # this process already holds it (a workflow run twice in one process)
     lock = None
     if fcntl is not None:
         try:

@@ -95,7 +95,7 @@ def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
     assert pretrain_run["bundle_before"] == pretrain_run["bundle_after"]
 
 
-def test_load_pretrained_and_monai_bundle_load(pretrain_run):
+def test_load_pretrained_and_monai_bundle_load(pretrain_run, tmp_path, monkeypatch):
     import monai
 
     from monai_cover.weights import load_pretrained
@@ -112,7 +112,9 @@ def test_load_pretrained_and_monai_bundle_load(pretrain_run):
     saved = torch.load(out / "models" / "model.pt", weights_only=True)
     for k, v in saved.items():
         assert torch.equal(loaded.state_dict()[k], v), k
-    # model=None: monai builds network_def (the stock BasicUNet) from the bundle's configs/train.json
+    # model=None: monai builds network_def (the stock BasicUNet) from the bundle's configs/train.json, through the
+    # workflow's initialize only: no lock taken, no data read, nothing written (output_dir defaults to ./runs/...)
+    monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         built = monai.bundle.load(
@@ -120,6 +122,7 @@ def test_load_pretrained_and_monai_bundle_load(pretrain_run):
         )
     assert type(built).__name__ == "BasicUNet"
     assert all(torch.equal(built.state_dict()[k], v) for k, v in saved.items())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_config_workflow_on_embedded_demo(tmp_path):
