@@ -74,12 +74,13 @@ from monai.transforms import Compose, LoadImaged, ResampleToMatchd
 
 from monai_cover import load_pretrained
 from monai_cover.data.demo import MNI152_TISSUE_NAMES
+from monai_cover.ddf import capture_range
 from monai_cover.engines import CoverPrepareBatch
 from monai_cover.handlers import GradientClipHandler
 from monai_cover.losses import CoverLoss
 from monai_cover.methods import METHODS, build_method, method_kwargs
 from monai_cover.metrics.dispersion import dispersion_report
-from monai_cover.networks import CoverNet, FeaturePyramid
+from monai_cover.networks import CoverNet, FeaturePyramid, levels_for_size
 from monai_cover.transforms import RandCoverPaird
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,8 +131,8 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
              "pretrain_steps": (int, None, None), "ft_steps": (int, None, None), "ft_lr": (float, None, None),
              "lr": (float, None, "pretraining lr (all methods)"),
              "workers": (int, None, "DataLoader workers for the pretext transforms"),
-             "cover_levels": (int, None, "COVER head on the N finest pyramid levels (default all 5; capture range "
-                              "2*(2^N-1) voxels)")}
+             "cover_levels": (int, None, "COVER head on the N finest pyramid levels (default: levels_for_size(crop), "
+                              "3 for 32^3; capture range 2*(2^N-1) voxels)")}
 
 
 # ============================================================================================== data
@@ -236,12 +237,16 @@ def make_unet(cfg: dict) -> torch.nn.Module:
 
 def build(name: str, cfg: dict):
     """``(unet, method)``: a fresh :func:`make_unet` and :func:`monai_cover.methods.build_method` around its
-    ``FeaturePyramid`` (COVER's head on the ``cover_levels`` finest levels when set), the library's per-method
-    defaults updated by ``cfg["method_kwargs"][name]``, COVER and voxel InfoNCE on the same ``RandCoverPaird``."""
-    unet, levels = make_unet(cfg), cfg.get("cover_levels") if name == "cover" else None
-    backbone = FeaturePyramid(unet, levels=int(levels) if levels else None)
-    pair = RandCoverPaird(keys="image", spatial_size=(cfg["crop"],) * 3, keep_input=False,
-                          **cfg.get("pair_kwargs", {})) if name in ("cover", "voxel_infonce") else None
+    ``FeaturePyramid`` (COVER's head on the ``cover_levels`` finest levels, default ``levels_for_size(crop)``), the
+    library's per-method defaults updated by ``cfg["method_kwargs"][name]``, COVER and voxel InfoNCE on the same
+    ``RandCoverPaird`` pairs, bounded by the head's reach ``capture_range(2, levels)``."""
+    crop = (cfg["crop"],) * 3
+    levels = int(cfg.get("cover_levels") or levels_for_size(crop))  # the library's default: matched to the crop
+    unet = make_unet(cfg)
+    backbone = FeaturePyramid(unet, levels=levels if name == "cover" else None)
+    pair_kwargs = {"max_displacement": capture_range(2, levels), **cfg.get("pair_kwargs", {})}
+    pair = RandCoverPaird(keys="image", spatial_size=crop, keep_input=False,
+                          **pair_kwargs) if name in ("cover", "voxel_infonce") else None
     cover = dict(cover_net=CoverNet(backbone), cover_loss=CoverLoss()) if name == "cover" else {}
     return unet, build_method(name, backbone, cover_prepare_batch=CoverPrepareBatch(), pair_transform=pair, **cover,
                               **method_kwargs(name, (cfg["crop"],) * 3, **cfg["method_kwargs"].get(name, {})))
