@@ -4,7 +4,8 @@
 
 Pretrains every method on one unlabelled pool of real volumes, fine-tunes the same segmentation network from each
 backbone (and from scratch) with ``k`` labelled patches, measures Dice per class on held-out labelled voxels, over
-seeds, and writes ``results.json``, ``report.md``, ``dice_vs_k.png``, ``pretrain_loss.png`` (``report.py``)::
+seeds, and writes ``results.json``, ``report.md``, ``dice_vs_k.png``, ``pretrain_loss.png`` (``report.py``; data in
+``ssl_data.py``)::
 
     python benchmarks/ssl_benchmark.py --smoke --out runs/ssl_smoke          # CI-sized, < 90 s
     python benchmarks/ssl_benchmark.py --quick --out runs/ssl_quick          # 2-core CPU, ~11 min when idle
@@ -60,7 +61,6 @@ import torch
 if importlib.util.find_spec("monai_cover") is None:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ignite.engine import Events
-from monai.bundle import ConfigParser
 from monai.engines import PrepareBatchDefault, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.handlers import LrScheduleHandler
@@ -70,7 +70,6 @@ from monai.metrics import DiceMetric
 from monai.networks.nets import BasicUNet
 from monai.networks.utils import one_hot
 from monai.optimizers import WarmupCosineSchedule
-from monai.transforms import Compose, LoadImaged, ResampleToMatchd
 
 from monai_cover import load_pretrained
 from monai_cover.data.demo import MNI152_TISSUE_NAMES
@@ -95,10 +94,12 @@ def _load_script(name: str, path: Path):
 
 
 report = _load_script("ssl_report", ROOT / "benchmarks" / "report.py")
+_data = _load_script("ssl_data", ROOT / "benchmarks" / "ssl_data.py")
+loader_chains, load_pool_and_task, draw_patches = _data.loader_chains, _data.load_pool_and_task, _data.draw_patches
+PretextSamples, patch_batches, BUNDLE_CONFIG = _data.PretextSamples, _data.patch_batches, _data.BUNDLE_CONFIG
 INITS = ("scratch",) + METHODS
 LABEL_NAMES = {k: v for k, v in MNI152_TISSUE_NAMES.items() if k}  # the fetched MNI labels: other, GM, WM
 N_CLASSES = len(MNI152_TISSUE_NAMES)  # background + 3
-BUNDLE_CONFIG = ROOT / "bundles" / "cover_pretrain_3d" / "configs" / "train.json"
 
 # A profile is a plain dict (a new one: ``{**PROFILES["quick"], ...}``; its ``--name`` flag comes for free). Units:
 # spacing mm, crop voxels per axis, *_steps optimiser steps, *_batch volumes/patches per step, warmup_steps 0 = constant
@@ -133,101 +134,6 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
              "workers": (int, None, "DataLoader workers for the pretext transforms"),
              "cover_levels": (int, None, "COVER head on the N finest pyramid levels (default: levels_for_size(crop), "
                               "3 for 32^3; capture range 2*(2^N-1) voxels)")}
-
-
-# ============================================================================================== data
-def loader_chains(cfg: dict, config_file: Path = BUNDLE_CONFIG) -> tuple[list, list]:
-    """``(image_chain, label_chain)``: the bundle's ``loader_transforms`` parsed from ``config_file`` with ``spacing``
-    ``(cfg["spacing"],) * 3``, ``patch_size`` ``(cfg["crop"],) * 3`` (and the pairs' ``margin`` when given); the
-    label's: the same ``LoadImaged`` on ``"label"``, then ``ResampleToMatchd`` (nearest) onto the image's final grid,
-    whatever geometry the bundle applies. For a RAS input (the MNI template) that is exactly the label through the
-    chain's ``Orientationd`` and ``Spacingd(mode="nearest")``; resampling a flipped axis in one step may break ties
-    (points half-way between two voxels) the other way. Run both, in this order, on one ``{"image", "label",
-    "modality"}`` dict."""
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["spacing"], parser["patch_size"] = [float(cfg["spacing"])] * 3, [int(cfg["crop"])] * 3
-    if cfg.get("pair_kwargs", {}).get("margin") is not None:
-        parser["margin"] = float(cfg["pair_kwargs"]["margin"])
-    image_chain = list(parser.get_parsed_content("loader_transforms"))
-    loaders = [t for t in image_chain if isinstance(t, LoadImaged)]
-    if len(loaders) != 1 or tuple(loaders[0].keys) != ("image",):
-        raise ValueError(f"{config_file}: loader_transforms must hold one LoadImaged of 'image', got {loaders}.")
-    load_label = copy.copy(loaders[0])  # same readers
-    load_label.keys = ("label",)
-    return image_chain, [load_label, ResampleToMatchd("label", key_dst="image", mode="nearest")]
-
-
-def load_pool_and_task(datalist: dict, data_dir: Path, cfg: dict) -> tuple[list, dict, dict]:
-    """``(pool, task, info)``: pool = ``[(name, (1, *S) float32 image)]``; task = the labelled MNI volume split along
-    RAS axis 0 into ``train_*`` / ``eval_*`` images ``(1, *S)`` float32 and labels int64, and ``split``."""
-    items = {it["name"]: it for it in datalist.get("training", []) + datalist.get("validation", [])}
-    if "label" not in items.get("mni152_t1", {}):
-        raise RuntimeError(f"the datalist in {data_dir} has no labelled 'mni152_t1' (fetch the nilearn source).")
-    image_chain, label_chain = loader_chains(cfg)
-    crop, pool, info = cfg["crop"], [], {}
-    for name, item in sorted(items.items()):
-        keys = ("image", "label") if name == "mni152_t1" else ("image",)
-        data = {**{k: str(data_dir / item[k]) for k in keys}, "modality": item.get("modality", "MR")}
-        out = Compose(image_chain + (label_chain if len(keys) == 2 else []))(data)
-        vol = torch.as_tensor(out["image"].as_tensor(), dtype=torch.float32).contiguous()
-        if min(vol.shape[1:]) < crop:
-            raise RuntimeError(f"{name}: {tuple(vol.shape[1:])} from the bundle's loader is smaller than crop {crop}.")
-        pool.append((name, vol))
-        info[name] = {"shape": list(vol.shape[1:]), "modality": item.get("modality", "?")}
-        if len(keys) == 2:
-            image, label = vol, torch.as_tensor(out["label"].as_tensor()).round().to(torch.int64).contiguous()
-    size0 = image.shape[1]
-    mid, gap = size0 // 2, max(1, int(round(4.0 / cfg["spacing"])))  # ~4 mm either side of the midline left out
-    train_end, eval_start = mid - gap, mid + gap
-    if train_end < crop:
-        raise RuntimeError(f"the training half ({train_end} voxels) is smaller than the crop ({crop}).")
-    split = {"axis": 0, "train": [0, train_end], "eval": [eval_start, size0], "shape": list(image.shape[1:])}
-    return pool, {"train_image": image[:, :train_end], "train_label": label[:, :train_end],
-                  "eval_image": image[:, eval_start:], "eval_label": label[:, eval_start:], "split": split}, info
-
-
-def draw_patches(label: torch.Tensor, crop: int, count: int, seed: int, min_fg: float = 0.3) -> list[tuple]:
-    """``count`` crop origins inside ``label`` (1, *S) with at least ``min_fg`` foreground (nested sets per seed)."""
-    rng, boxes = np.random.default_rng(10_000 + seed), []
-    for _ in range(100_000):
-        o = tuple(int(rng.integers(0, s - crop + 1)) for s in label.shape[1:])
-        if float((label[(0, *(slice(a, a + crop) for a in o))] > 0).float().mean()) >= min_fg:
-            boxes.append(o)
-            if len(boxes) == count:
-                return boxes
-    raise RuntimeError(f"could not draw {count} patches with >= {min_fg:.0%} foreground.")
-
-
-class PretextSamples(torch.utils.data.IterableDataset):
-    """Endless pretext samples: a volume drawn uniformly from ``pool`` (numpy, seeded ``seed * 1000 + worker id``), then
-    the method's ``transform`` (seeded likewise); yields plain tensors (float32 when floating) of ``keys``."""
-
-    def __init__(self, pool: list, transform: Any, keys: list[str], seed: int) -> None:
-        super().__init__()
-        self.pool, self.transform, self.keys, self.seed = pool, transform, list(keys), seed
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        seed = self.seed * 1000 + (0 if info is None else info.id)
-        rng, transform = np.random.default_rng(seed), self.transform if info is None else copy.deepcopy(self.transform)
-        transform.set_random_state(seed=seed)
-        while True:
-            out = transform({"image": self.pool[int(rng.integers(len(self.pool)))][1]})
-            plain = [out[k].as_tensor() if hasattr(out[k], "as_tensor") else torch.as_tensor(out[k]) for k in self.keys]
-            yield {k: x.float() if x.is_floating_point() else x for k, x in zip(self.keys, plain)}
-
-
-def patch_batches(images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int):
-    """Endless fine-tuning batches ``{"image": (B, 1, *crop) float, "label": (B, 1, *crop) int64}`` of the ``k``
-    patches ``images``/``labels`` ``(k, 1, *crop)``: indices and intensity jitter (scale 1 ± 0.1, shift ± 0.05) from
-    one generator seeded ``70_000 + seed``, so every initialisation sees the same batches."""
-    gen, size = torch.Generator().manual_seed(70_000 + seed), (batch, 1, 1, 1, 1)
-    while True:
-        idx = torch.randint(len(images), (batch,), generator=gen)
-        scale = 1.0 + 0.1 * (2 * torch.rand(size, generator=gen) - 1)
-        shift = 0.05 * (2 * torch.rand(size, generator=gen) - 1)
-        yield {"image": images[idx] * scale + shift, "label": labels[idx]}
 
 
 # ============================================================================================== training
