@@ -24,8 +24,7 @@ it). When all ``K`` offsets fit in one buffer the probabilities are kept for the
 otherwise the backward recomputes them chunk by chunk from the saved log-sum-exp. Saved for the backward: the scaled
 query (a float copy), the key, the per-head displacements and the log-sum-exp. Softmax and accumulations run in
 float32 (float64 for float64 inputs), also under CPU/CUDA autocast (inputs are cast to float32).
-Measured on a 2-core CPU at (2, 32, 32^3) with 4 heads and (1, 8, 64^3) with 1 head, radius 2: about 3x faster
-forward + backward than the per-offset loop with about 0.15x its transient peak memory (``benchmarks/bench_mov.py``).
+``benchmarks/bench_mov.py`` measures its speed and peak memory against the per-offset loop.
 
 Backends: the op above (``"torch"``) runs on every device. On CUDA tensors, when the optional ``triton`` package is
 installed (``pip install monai_cover[gpu]``), ``backend="auto"`` (the default) runs fused Triton kernels instead
