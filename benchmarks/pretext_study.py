@@ -48,17 +48,21 @@ TRACKS = {
 }
 FEATURES = (32, 32, 64, 128, 256, 32)
 
-#: name -> (net kwargs, loss kwargs, lr); ``levels=None`` means matched to the crop (levels_for_size)
+#: name -> (net kwargs, loss kwargs, lr); ``levels=None`` means matched to the crop (levels_for_size). Every loss
+#: pins its spread weight, so a configuration keeps its meaning when the library's defaults change.
+NO_SPREAD = dict(spread_weight=0.0)
 CONFIGS = {
-    "paper": (dict(levels=5), dict(), 3e-4),
-    "matched": (dict(), dict(), 3e-4),
-    "matched_lr1e-3": (dict(), dict(), 1e-3),
-    "lcon_off": (dict(), dict(consistency_weight=0.0), 1e-3),
-    "lcon_0.1": (dict(), dict(consistency_weight=0.1), 1e-3),
-    "lcon_stopgrad": (dict(), dict(consistency_stop_gradient="a"), 1e-3),
+    "paper": (dict(levels=5), dict(NO_SPREAD), 3e-4),
+    "matched": (dict(), dict(NO_SPREAD), 3e-4),
+    "matched_lr1e-3": (dict(), dict(NO_SPREAD), 1e-3),
+    "lcon_off": (dict(), dict(consistency_weight=0.0, **NO_SPREAD), 1e-3),
+    "lcon_0.1": (dict(), dict(consistency_weight=0.1, **NO_SPREAD), 1e-3),
+    "lcon_stopgrad": (dict(), dict(consistency_stop_gradient="a", **NO_SPREAD), 1e-3),
     "lcon_projected": (dict(return_projections=True),
-                       dict(features_a_key="projections_a", features_b_key="projections_b"), 1e-3),
+                       dict(features_a_key="projections_a", features_b_key="projections_b", **NO_SPREAD), 1e-3),
     "lcon_spread": (dict(), dict(spread_weight=1.0), 1e-3),
+    "paper_spread": (dict(levels=5), dict(spread_weight=1.0), 3e-4),
+    "vec_spread": (dict(), dict(consistency_weight=0.0, spread_weight=1.0), 1e-3),
 }
 #: the library's default objective (CoverLoss()), chosen on the study above
 CONFIGS["default"] = (dict(), dict(), 1e-3)
