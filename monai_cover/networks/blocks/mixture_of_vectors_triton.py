@@ -48,6 +48,22 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @triton.jit
+def _voxel_block(S0, S1, S2, NH: tl.constexpr, HD: tl.constexpr, HDP: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's (batch b, head h) and BLOCK voxels n (flat, with coordinates x0, x1, x2 and the in-image mask),
+    and the int64 offset ``chan`` of element (b, c = j * NH + h, 0) of a contiguous (B, C, N) tensor per channel j
+    of the head (``chan_ok``: j < HD)."""
+    pid_bh = tl.program_id(1)
+    b = pid_bh // NH
+    h = pid_bh % NH
+    n_vox = S0 * S1 * S2
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    in_img = n < n_vox
+    j = tl.arange(0, HDP)
+    chan = (b.to(tl.int64) * (NH * HD) + j * NH + h) * n_vox
+    return b, h, n_vox, n, in_img, n // (S1 * S2), (n // S2) % S1, n % S2, chan, j < HD
+
+
+@triton.jit
 def _mov_fwd_kernel(
     q_ptr,
     k_ptr,
@@ -66,20 +82,7 @@ def _mov_fwd_kernel(
     BLOCK: tl.constexpr,
 ):
     """out[b, h, :, n] = sum_o softmax_o(s) o and lse[b, h, n] (base 2) for the BLOCK voxels n of program 0."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // NH
-    h = pid_bh % NH
-    n_vox = S0 * S1 * S2
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    in_img = n < n_vox
-    x0 = n // (S1 * S2)
-    x1 = (n // S2) % S1
-    x2 = n % S2
-    j = tl.arange(0, HDP)
-    chan_ok = j < HD
-    # element (b, c = j * NH + h, n) of a contiguous (B, C, N) tensor, in int64
-    chan = (b.to(tl.int64) * (NH * HD) + j * NH + h) * n_vox
+    b, h, n_vox, n, in_img, x0, x1, x2, chan, chan_ok = _voxel_block(S0, S1, S2, NH, HD, HDP, BLOCK)
     q = tl.load(q_ptr + chan[None, :] + n[:, None], mask=in_img[:, None] & chan_ok[None, :], other=0.0)
     q = q.to(tl.float32) * q_scale
     m = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -146,19 +149,7 @@ def _mov_bwd_dq_kernel(
     BLOCK: tl.constexpr,
 ):
     """dq(p) = grad_scale * sum_o a(p, o) (o . g(p) - delta(p)) k(p + o) for the BLOCK query voxels p."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // NH
-    h = pid_bh % NH
-    n_vox = S0 * S1 * S2
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    in_img = n < n_vox
-    x0 = n // (S1 * S2)
-    x1 = (n // S2) % S1
-    x2 = n % S2
-    j = tl.arange(0, HDP)
-    chan_ok = j < HD
-    chan = (b.to(tl.int64) * (NH * HD) + j * NH + h) * n_vox
+    b, h, n_vox, n, in_img, x0, x1, x2, chan, chan_ok = _voxel_block(S0, S1, S2, NH, HD, HDP, BLOCK)
     q = tl.load(q_ptr + chan[None, :] + n[:, None], mask=in_img[:, None] & chan_ok[None, :], other=0.0)
     q = q.to(tl.float32) * q_scale
     head = b.to(tl.int64) * NH + h
@@ -220,19 +211,7 @@ def _mov_bwd_dk_kernel(
     BLOCK: tl.constexpr,
 ):
     """dk(y) = grad_scale * sum_o a(y - o, o) (o . g(y - o) - delta(y - o)) q(y - o) for the BLOCK key voxels y."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // NH
-    h = pid_bh % NH
-    n_vox = S0 * S1 * S2
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    in_img = n < n_vox
-    x0 = n // (S1 * S2)
-    x1 = (n // S2) % S1
-    x2 = n % S2
-    j = tl.arange(0, HDP)
-    chan_ok = j < HD
-    chan = (b.to(tl.int64) * (NH * HD) + j * NH + h) * n_vox
+    b, h, n_vox, n, in_img, x0, x1, x2, chan, chan_ok = _voxel_block(S0, S1, S2, NH, HD, HDP, BLOCK)
     # the logit scale goes on the key tile (loaded once) so the gathered query is used as it is
     k = tl.load(k_ptr + chan[None, :] + n[:, None], mask=in_img[:, None] & chan_ok[None, :], other=0.0)
     k = k.to(tl.float32) * q_scale
