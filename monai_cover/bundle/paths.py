@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["BUNDLE_NAMES", "bundle_path", "bundles_dir", "installed_bundles_dir"]
 
 #: the bundles this package ships
-BUNDLE_NAMES = ("cover_pretrain_3d", "cover_finetune_3d")
+BUNDLE_NAMES = ("cover_pretrain_3d", "cover_finetune_3d", "cover_pretrain_2d", "cover_finetune_2d")
 #: where ``setup.cfg``'s ``[options.data_files]`` installs them, relative to the installation prefix
 DATA_SUBDIR = Path("share") / "monai_cover" / "bundles"
 

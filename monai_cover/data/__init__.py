@@ -10,6 +10,7 @@ from .classes import class_names, write_class_names
 from .datalist import (
     MODALITIES,
     VOLUME_SUFFIXES,
+    find_images,
     find_volumes,
     get_datalist,
     inference_datalist,
@@ -17,31 +18,38 @@ from .datalist import (
     split_datalist,
 )
 from .demo import (
+    DEMO_RADIOGRAPHS,
     DEMO_VOLUMES,
     chest_ct_label_names,
     demo_available,
+    demo_pretrain_2d_datalist,
     demo_pretrain_datalist,
+    demo_radiograph,
+    demo_segmentation_2d_datalist,
     demo_segmentation_datalist,
 )
 from .finite import NONFINITE_POLICIES, CheckFinited, replace_nonfinite
 from .preflight import (
     DATASET_TYPES,
     ON_BAD_FILE,
+    SLICE_VOLUMES,
     DataCheckError,
     DataReport,
     check_datalist,
     choose_dataset_type,
     physical_memory_bytes,
 )
-from .readers import NIFTI_SUFFIXES, SITK_SUFFIXES, SimpleITKReader, volume_readers
+from .readers import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, SITK_SUFFIXES, SimpleITKReader, image_readers_2d, volume_readers
 
 __all__ = [
     "DATASET_TYPES",
     "DEMO_VOLUMES",
     "MODALITIES",
+    "IMAGE_2D_SUFFIXES",
     "NIFTI_SUFFIXES",
     "NONFINITE_POLICIES",
     "ON_BAD_FILE",
+    "SLICE_VOLUMES",
     "SITK_SUFFIXES",
     "VOLUME_SUFFIXES",
     "CheckFinited",
@@ -52,9 +60,14 @@ __all__ = [
     "class_names",
     "chest_ct_label_names",
     "choose_dataset_type",
+    "DEMO_RADIOGRAPHS",
     "demo_available",
+    "demo_pretrain_2d_datalist",
+    "demo_radiograph",
+    "demo_segmentation_2d_datalist",
     "demo_pretrain_datalist",
     "demo_segmentation_datalist",
+    "find_images",
     "find_volumes",
     "get_datalist",
     "inference_datalist",
@@ -62,6 +75,7 @@ __all__ = [
     "physical_memory_bytes",
     "replace_nonfinite",
     "split_datalist",
+    "image_readers_2d",
     "volume_readers",
     "write_class_names",
 ]

@@ -16,8 +16,8 @@ def class_names(names: Sequence[str] | None, num_classes: int, info: Mapping | N
     Args:
         names: the user's names (``--class_names "['background','liver','tumour']"``); empty: from the data.
         num_classes: the number of classes, background included.
-        info: a datalist's ``info`` (:py:func:`~monai_cover.data.get_datalist`): the embedded demo gives the chest
-            CT's segment names, a Decathlon ``dataset.json`` its ``labels``.
+        info: a datalist's ``info`` (:py:func:`~monai_cover.data.get_datalist`): its ``labels`` (a Decathlon
+            ``dataset.json``'s, the 2-D demo's MNI tissue classes), else for the 3-D demo the chest CT's segment names.
 
     Returns:
         the names; classes the data does not name are ``class<i>``.
@@ -36,12 +36,12 @@ def class_names(names: Sequence[str] | None, num_classes: int, info: Mapping | N
         return names
     known: dict[int, str] = {}
     info = info or {}
-    if info.get("source") == "demo":
+    if isinstance(info.get("labels"), Mapping):  # a Decathlon dataset.json, or the 2-D demo's MNI tissue classes
+        known = {int(k): str(v) for k, v in info["labels"].items() if str(k).isdigit()}
+    elif info.get("source") == "demo":
         from monai_cover.data.demo import chest_ct_label_names
 
         known = chest_ct_label_names()
-    elif isinstance(info.get("labels"), Mapping):
-        known = {int(k): str(v) for k, v in info["labels"].items() if str(k).isdigit()}
     out = [known.get(i, "background" if i == 0 else f"class{i}") for i in range(num_classes)]
     return out
 

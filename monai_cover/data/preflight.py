@@ -47,6 +47,7 @@ import torch
 __all__ = [
     "DATASET_TYPES",
     "ON_BAD_FILE",
+    "SLICE_VOLUMES",
     "DataCheckError",
     "DataReport",
     "check_datalist",
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 #: accepted ``on_bad_file`` values
 ON_BAD_FILE = ("error", "skip")
+#: accepted ``slice_volumes`` values (2-D runs)
+SLICE_VOLUMES = ("auto", "always", "never")
 #: accepted ``dataset_type`` values of :py:func:`choose_dataset_type`
 DATASET_TYPES = ("auto", "cache", "persistent")
 REPORT_JSON = "data_report.json"
@@ -430,13 +433,26 @@ def _judge_file(
         reasons.append({"code": facts["error_code"], "message": facts["error"]})
         return reasons, notes, sizes
     nd, shape = int(settings["spatial_dims"]), facts["spatial_shape"]
-    if len(shape) != nd:
+    slicing = settings.get("slice_volumes")
+    if nd == 2 and len(shape) > 2:  # a single-frame DICOM or one-slice NIfTI is X x Y x 1: a 2-D image
+        shape = _squeeze_shape(shape, 2)
+    if nd == 2 and len(shape) == 3 and slicing in ("auto", "always"):
+        notes.append({"code": "sliced", "message": (
+            f"3-D volume {_fmt_shape(shape)}: 2-D slices along axis {settings.get('slice_axis')} are drawn from it")})
+        sizes["estimated_bytes"] = math.prod(shape) * (8 if is_label else 4 * max(1, facts["channels"]))
+    elif len(shape) != nd:
+        what = "2-D images (H x W)" if nd == 2 else f"{nd}-D volumes (H x W x D)"
+        hint = " (--slice_volumes never: volumes are not sliced)" if nd == 2 and len(shape) == 3 else ""
         reasons.append({"code": f"not_{nd}d", "message": (
             f"{len(shape)}-D image of shape {_fmt_shape(shape)} with {facts['channels']} channel(s); this run needs "
-            f"{nd}-D volumes (H x W x D)")})  # fmt: skip
+            f"{what}{hint}")})  # fmt: skip
         return reasons, notes, sizes
     want = 1 if is_label else int(settings["in_channels"]) if channels is None else channels
-    if facts["channels"] != want:
+    if facts["channels"] in (2, 3, 4) and want == 1 and settings.get("to_gray") and not is_label:
+        notes.append({"code": "to_gray", "message": (
+            f"{facts['channels']} channels (RGB/RGBA/grey+alpha) converted to one grey channel (0.299 R + 0.587 G + "
+            "0.114 B, alpha dropped)")})  # fmt: skip
+    elif facts["channels"] != want:
         reasons.append({"code": "channels", "message": (
             f"{facts['channels']} channels (or time frames) of {_fmt_shape(shape)}; expected {want} "
             "(a 4-D series? keep one frame per file, or set in_channels)")})  # fmt: skip
@@ -489,6 +505,14 @@ def _judge_file(
     return reasons, notes, sizes
 
 
+def _squeeze_shape(shape: Sequence[int], nd: int) -> list[int]:
+    """``shape`` without trailing size-1 axes beyond ``nd`` (as :py:class:`~monai_cover.transforms.SqueezeSpatiald`)."""
+    shape = list(shape)
+    while len(shape) > nd and shape[-1] == 1:
+        shape.pop()
+    return shape
+
+
 def _grid_reasons(image: Mapping, label: Mapping) -> list[dict]:
     if image.get("error") or label.get("error") or not image.get("spatial_shape") or not label.get("spatial_shape"):
         return []
@@ -500,6 +524,26 @@ def _grid_reasons(image: Mapping, label: Mapping) -> list[dict]:
     if not np.allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(a).max()))):
         return [{"code": "label_grid", "message": "label and image have the same shape but different affines (grids)"}]
     return []
+
+
+def _refuse_volumes_among_images(items: list[dict], image_keys: Sequence[str]) -> None:
+    """``slice_volumes="auto"``: when some items are 2-D images, each 3-D volume among them is a bad file."""
+
+    def is_volume(item):
+        f = next((item["files"][k] for k in image_keys if k in item["files"]), None)
+        return f is not None and any(n["code"] == "sliced" for n in item["notes"])
+
+    volumes = [it for it in items if is_volume(it)]
+    images = [it for it in items if not it["reasons"] and not is_volume(it)]
+    if not volumes or not images:
+        return
+    for it in volumes:
+        f = next(it["files"][k] for k in image_keys if k in it["files"])
+        it["notes"] = [n for n in it["notes"] if n["code"] != "sliced"]
+        it["reasons"].append({"code": "volume_among_images", "message": (
+            f"a 3-D volume ({_fmt_shape(_squeeze_shape(f['spatial_shape'], 2))}) among 2-D images; pass "
+            "--slice_volumes always to train on its slices too, or remove it")})  # fmt: skip
+        it["status"] = "bad"
 
 
 def _load_previous(output_dir: str | os.PathLike | None, fingerprint: Mapping) -> dict:
@@ -552,6 +596,9 @@ def check_datalist(
     num_workers: int = 0,
     reuse: bool = True,
     verbose: bool = True,
+    slice_volumes: str | None = None,
+    slice_axis: int = 2,
+    to_gray: bool = False,
 ) -> DataReport:
     """Read and check every file of ``datalist`` before training (see the module docstring).
 
@@ -578,6 +625,14 @@ def check_datalist(
         num_workers: threads reading files (0: one at a time).
         reuse: take the results of unchanged files from the previous ``data_report.json``.
         verbose: log the table and the summary (rank 0).
+        slice_volumes: 2-D runs (``spatial_dims=2``) only, what a 3-D volume is: ``"auto"`` (slices are drawn from
+            it when the data holds no 2-D image; a volume among 2-D images is a bad file, ``volume_among_images``,
+            except in the embedded demo, which mixes radiographs and volumes' slices on purpose),
+            ``"always"`` (2-D images and volumes' slices together) or ``"never"`` (every volume is a bad file).
+            An ``X x Y x 1`` file (single-frame DICOM) is a 2-D image.
+        slice_axis: the axis the slices are taken along (reported).
+        to_gray: 2, 3 or 4 channels are accepted when ``in_channels`` is 1 (converted to grey by the pipeline's
+            :py:class:`~monai_cover.transforms.ToGrayscaled`; reported as a note).
 
     Returns:
         a :py:class:`DataReport`; ``report.datalist`` is what to train and validate on.
@@ -615,6 +670,11 @@ def check_datalist(
         "keys": image_keys,
         "label_key": label_key,
     }
+    if int(spatial_dims) == 2:
+        slice_volumes = str(slice_volumes or "auto").lower()
+        if slice_volumes not in SLICE_VOLUMES:
+            raise ValueError(f"slice_volumes must be one of {SLICE_VOLUMES}, got {slice_volumes!r}.")
+        settings.update(slice_volumes=slice_volumes, slice_axis=int(slice_axis), to_gray=bool(to_gray))
     info = dict(datalist.get("info", {}))
     entries = [("training", dict(it)) for it in datalist.get("training", [])]
     entries += [("validation", dict(it)) for it in datalist.get("validation", [])]
@@ -681,6 +741,8 @@ def check_datalist(
                       "files": files, "name": item.get("name", Path(_item_id(item)).name)})  # fmt: skip
         entries[i] = (split, item)
 
+    if settings.get("slice_volumes") == "auto" and info.get("source") != "demo":  # the 2-D demo mixes on purpose
+        _refuse_volumes_among_images(items, image_keys)
     report = DataReport(items=items, ignored=list(info.get("ignored", [])), settings=settings, reused=reused)
     good = [i for i, it in enumerate(items) if not it["reasons"]]
     if on_bad_file == "skip":

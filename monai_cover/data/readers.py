@@ -21,13 +21,16 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data.image_reader import ImageReader
+from monai.data.image_reader import ImageReader, PILReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-__all__ = ["NIFTI_SUFFIXES", "SITK_SUFFIXES", "SimpleITKReader", "volume_readers"]
+__all__ = ["IMAGE_2D_SUFFIXES", "NIFTI_SUFFIXES", "PICTURE_SUFFIXES", "SITK_SUFFIXES", "PictureReader",
+           "SimpleITKReader", "image_readers_2d", "volume_readers"]
 
 #: suffixes this reader claims (a directory is treated as a DICOM series)
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm", ".img", ".hdr", ".vtk", ".tif", ".tiff")
+#: 2-D picture files of the 2-D bundles (PNG/JPEG/BMP through PIL, TIFF and single-file DICOM through SimpleITK)
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 #: NIfTI files, read by nibabel in the bundles
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -131,6 +134,8 @@ class SimpleITKReader(ImageReader):
             if self.dtype is not None:
                 arr = arr.astype(self.dtype, copy=False)
             header = {key: one.GetMetaData(key) for key in one.GetMetaDataKeys()}
+            if header.get("0028|0004", "").strip().upper() == "MONOCHROME1":
+                header["monochrome1_inverted"] = True  # GDCM presents MONOCHROME1 pixels inverted (MONOCHROME2)
             header[MetaKeys.ORIGINAL_AFFINE] = self._affine(one)
             header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
             header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
@@ -169,3 +174,30 @@ def volume_readers() -> list[ImageReader]:
     from monai.data import NibabelReader
 
     return [SimpleITKReader(nifti=False), NibabelReader()]
+
+
+#: picture files that :py:class:`PictureReader` (PIL) reads; the rest of a 2-D folder goes to SimpleITK or nibabel
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class PictureReader(PILReader):
+    """MONAI's ``PILReader`` restricted to picture files (:py:data:`PICTURE_SUFFIXES`): :py:meth:`read` raises
+    ``ValueError`` for anything else, so in a reader list (which ``LoadImage`` tries without looking at the suffix)
+    a DICOM file is never read by PIL, which would return its stored values without the DICOM header (no
+    MONOCHROME1, no rescale)."""
+
+    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike | str) -> bool:
+        return all(str(name).lower().endswith(PICTURE_SUFFIXES) for name in ensure_tuple(filename))
+
+    def read(self, data, **kwargs):
+        if not self.verify_suffix(data):
+            raise ValueError(f"PictureReader reads only {', '.join(PICTURE_SUFFIXES)} files: {data!r}.")
+        return super().read(data, **kwargs)
+
+
+def image_readers_2d() -> list[ImageReader]:
+    """The 2-D bundles' reader list: :py:func:`volume_readers` and :py:class:`PictureReader` (PIL, tried first, for
+    PNG, JPEG, BMP and TIFF). DICOM files (single-frame radiographs, CT/MR slices) go through SimpleITK, whose GDCM
+    presents MONOCHROME1 radiographs inverted (recorded in ``meta["monochrome1_inverted"]``); NIfTI and NRRD as in
+    3-D."""
+    return volume_readers() + [PictureReader()]

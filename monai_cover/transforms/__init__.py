@@ -5,6 +5,9 @@
   ``RandCoverPairDict``): one image -> ``view_a``, ``view_b``, ``ddf``, ``overlap``.
 - :py:class:`RandCoverAppearance`: the appearance augmentation alone.
 - :py:class:`ScaleIntensityByModalityd`: a CT HU window or MRI percentiles, per modality.
+- :py:mod:`.image2d`: 2-D inputs: :py:class:`RandSliced` (slices of volumes with enough foreground),
+  :py:class:`InvertMonochrome1d`, :py:class:`ToGrayscaled`, :py:class:`SqueezeSpatiald`,
+  :py:class:`ApplyBySpatialDimsd`.
 - :py:mod:`.spatial`: deterministic spatial field and resampling given :py:class:`SpatialParams`.
 """
 
@@ -13,6 +16,17 @@ from __future__ import annotations
 from .appearance import AppearanceParams, RandCoverAppearance, apply_appearance
 from .array import CoverPair, RandCoverPair, check_cover_image
 from .dictionary import RandCoverPairD, RandCoverPaird, RandCoverPairDict
+from .image2d import (
+    MONOCHROME1_HANDLED,
+    ApplyBySpatialDimsd,
+    InvertMonochrome1d,
+    RandSlice,
+    RandSliced,
+    SqueezeSpatiald,
+    ToGrayscaled,
+    foreground_slices,
+    photometric_interpretation,
+)
 from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd
 from .spatial import (
     DEFAULT_MAX_DISPLACEMENT,
@@ -35,6 +49,15 @@ __all__ = [
     "RandCoverPaird",
     "RandCoverPairD",
     "RandCoverPairDict",
+    "MONOCHROME1_HANDLED",
+    "ApplyBySpatialDimsd",
+    "InvertMonochrome1d",
+    "RandSlice",
+    "RandSliced",
+    "SqueezeSpatiald",
+    "ToGrayscaled",
+    "foreground_slices",
+    "photometric_interpretation",
     "INTENSITY_MODES",
     "ScaleIntensityByModalityd",
     "DEFAULT_MAX_DISPLACEMENT",

@@ -29,6 +29,10 @@ class ScaleIntensityByModalityd(MapTransform):
         percentiles: ``(lower, upper)`` percentiles in 0..100 for MRI.
         b_min, b_max: output range.
         clip: clip to ``[b_min, b_max]`` after scaling.
+        meta_modality_key: in ``"auto"`` mode, for an item whose own modality is empty or ``"unknown"``, the
+            metadata key of the image that names it (``"0008|0060"``: DICOM Modality as SimpleITK reads it, so a CT
+            slice found in a folder gets the HU window and a CR/DX radiograph percentiles). ``None`` (default): the
+            item's modality only.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class ScaleIntensityByModalityd(MapTransform):
         b_max: float = 1.0,
         clip: bool = True,
         allow_missing_keys: bool = False,
+        meta_modality_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         mode = str(mode).lower()
@@ -53,6 +58,7 @@ class ScaleIntensityByModalityd(MapTransform):
             raise ValueError(f"percentiles must be (lower, upper) within 0..100, lower < upper, got {percentiles!r}.")
         self.mode = mode
         self.modality_key = modality_key
+        self.meta_modality_key = meta_modality_key
         self.ct = ScaleIntensityRange(float(hu_window[0]), float(hu_window[1]), b_min, b_max, clip=clip)
         self.mri = ScaleIntensityRangePercentiles(
             float(percentiles[0]), float(percentiles[1]), b_min, b_max, clip=clip, relative=False
@@ -61,7 +67,11 @@ class ScaleIntensityByModalityd(MapTransform):
     def _mode_for(self, data: Mapping) -> str:
         if self.mode != "auto":
             return self.mode
-        modality = str(data.get(self.modality_key, "")).upper()
+        modality = str(data.get(self.modality_key, "")).strip().upper()
+        if modality in ("", "UNKNOWN") and self.meta_modality_key:
+            for key in self.key_iterator(data):
+                modality = str((getattr(data[key], "meta", None) or {}).get(self.meta_modality_key, "")).strip().upper()
+                break
         return "ct" if modality == "CT" else "mri"
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:

@@ -53,10 +53,11 @@ def test_wheel_holds_the_bundles(wheel):
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
     data = {n.split(".data/data/share/monai_cover/", 1)[1] for n in names if ".data/data/share/monai_cover/" in n}
-    for bundle in ("cover_pretrain_3d", "cover_finetune_3d"):
+    for bundle in ("cover_pretrain_3d", "cover_finetune_3d", "cover_pretrain_2d", "cover_finetune_2d"):
         expected = _shipped(BUNDLES / bundle)
         assert expected and expected <= data, sorted(expected - data)
     assert {"bundles/cover_pretrain_3d/configs/train.json", "bundles/cover_finetune_3d/configs/inference.json",
+            "bundles/cover_pretrain_2d/configs/train.json", "bundles/cover_finetune_2d/configs/inference.json",
             "bundles/schema/metadata_schema.json"} <= data  # fmt: skip
     assert "monai_cover/bundle/paths.py" in names
 
@@ -82,15 +83,21 @@ def test_installed_package_finds_and_parses_its_bundles(wheel):
         "p.read_config(str(bundle_path('cover_pretrain_3d') / 'configs' / 'train.json'))\n"
         "p.update({'bundle_root': str(bundle_path('cover_pretrain_3d')), 'features': [4, 4, 8, 8, 16, 8]})\n"
         "print(type(p.get_parsed_content('network_def')).__name__)\n"
+        "q = ConfigParser(); cfg = [bundle_path(b) / 'configs' / 'train.json' for b in ('cover_pretrain_3d', "
+        "'cover_pretrain_2d')]\n"
+        "q.read_config([str(c) for c in cfg]); q.update({'features': [4, 4, 8, 8, 16, 8]})\n"
+        "import torch; net2d = q.get_parsed_content('network_def')\n"
+        "print(sum(isinstance(m, torch.nn.Conv2d) for m in net2d.modules()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(work), env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    module, pretrain, finetune, net = proc.stdout.strip().splitlines()[-4:]
+    module, pretrain, finetune, net, convs_2d = proc.stdout.strip().splitlines()[-5:]
     assert module.startswith(purelib)  # not the repository's package
     share = prefix / "share" / "monai_cover" / "bundles"
     assert Path(pretrain) == share / "cover_pretrain_3d" and Path(finetune) == share / "cover_finetune_3d"
     assert net == "BasicUNet"
+    assert int(convs_2d) > 10  # the installed 2-D override over the installed 3-D base builds a 2-D BasicUNet
     proc = subprocess.run([sys.executable, "-m", "monai_cover.bundle", "path", "cover_finetune_3d"], cwd=str(work),
                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0 and Path(proc.stdout.strip()) == share / "cover_finetune_3d", proc.stderr
