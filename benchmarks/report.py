@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["comparisons", "cpu_seconds", "environment", "finish", "jsonable", "loadavg", "mean_diagnostics", "mean_std",
-           "summarise", "write_json", "write_plots", "write_report"]
+__all__ = ["bootstrap_ci", "comparisons", "cpu_seconds", "environment", "finish", "jsonable", "loadavg",
+           "mean_diagnostics", "mean_std", "summarise", "write_json", "write_plots", "write_report",
+           "write_suite_report"]
 
 DIAG_KEYS = ("intra_cosine", "inter_cosine", "ratio", "gap", "effective_rank")
 
@@ -36,6 +37,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if arr.size == 0:
         raise ValueError("mean_std: values is empty.")
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> tuple[float,
+                                                                                                         float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement ``n_boot`` times, seeded).
+    With few values it is narrow (n = 3 has 10 distinct resamples): read it with ``n``.
+
+    Raises:
+        ValueError: ``values`` is empty or ``level`` is not in (0, 1).
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("bootstrap_ci: values is empty.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}.")
+    means = np.random.default_rng(seed).choice(arr, size=(int(n_boot), arr.size), replace=True).mean(1)
+    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
 
 
 def summarise(runs: Sequence[dict], inits: Sequence[str], ks: Sequence[int]) -> dict:
@@ -61,22 +79,37 @@ def summarise(runs: Sequence[dict], inits: Sequence[str], ks: Sequence[int]) -> 
 
 def comparisons(runs: Sequence[dict], ks: Sequence[int], ref: str = "cover") -> dict:
     """Paired differences of mean Dice, ``ref`` minus each other initialisation, over the seeds both have at the same
-    ``k`` (same seed = same labelled patches, same head init and batch order).
+    ``k`` (same seed = same labelled patches, same head init and batch order; with one pretraining per seed, a
+    seed is also a pretraining seed), with a 95 % bootstrap interval of the mean over seeds. ``"all"``: per seed,
+    the difference averaged over the ``k`` (seeds that have every ``k``), then the same statistics.
 
     Returns:
-        ``{other: {str(k): {"mean", "std", "wins" (seeds where ref > other), "n"}}}`` (others sorted by name).
+        ``{other: {str(k) or "all": {"mean", "std", "ci_low", "ci_high", "wins" (seeds where ref > other),
+        "n"}}}`` (others sorted by name).
     """
     out: dict = {}
     by = {(r["init"], r["k"], r["seed"]): r["dice_mean"] for r in runs}
+    seeds = sorted({s for (_, _, s) in by})
+
+    def stats(diffs: list[float]) -> dict:
+        mean, std = mean_std(diffs)
+        low, high = bootstrap_ci(diffs)
+        return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "wins": int(sum(d > 0 for d in diffs)),
+                "n": len(diffs)}
+
     for other in sorted({r["init"] for r in runs} - {ref}):
         out[other] = {}
+        per_seed: dict[int, list[float]] = {}
         for k in ks:
-            diffs = [by[(ref, k, s)] - by[(other, k, s)] for (i, kk, s) in by
-                     if i == ref and kk == k and (other, k, s) in by]
-            if diffs:
-                mean, std = mean_std(diffs)
-                out[other][str(k)] = {"mean": mean, "std": std, "wins": int(sum(d > 0 for d in diffs)),
-                                      "n": len(diffs)}
+            pairs = [(s, by[(ref, k, s)] - by[(other, k, s)]) for s in seeds
+                     if (ref, k, s) in by and (other, k, s) in by]
+            for s, d in pairs:
+                per_seed.setdefault(s, []).append(d)
+            if pairs:
+                out[other][str(k)] = stats([d for _, d in pairs])
+        pooled = [float(np.mean(v)) for v in per_seed.values() if len(v) == len(ks)]
+        if pooled and len(ks) > 1:
+            out[other]["all"] = stats(pooled)
     return out
 
 
@@ -145,7 +178,7 @@ def dice_tables(results: dict) -> list[str]:
     classes = [str(c) for c in results["data"]["labels"].values()]
     inits = [i for i in summary if summary[i]]
     cells = {(i, k): summary[i].get(str(k)) for i in inits for k in ks}
-    lines = ["## Mean Dice (" + ", ".join(classes) + ") on the held-out hemisphere, mean ± std over seeds", ""]
+    lines = [f"## Mean Dice ({', '.join(classes)}) on the held-out {held_out(cfg)}, mean ± std over seeds", ""]
     lines += _table(["init"] + [f"k={k}" for k in ks], [[i] + ["-" if cells[i, k] is None else
                     f"{cells[i, k]['mean']:.4f} ± {cells[i, k]['std']:.4f} (n={cells[i, k]['n']})" for k in ks]
                     for i in inits])
@@ -157,11 +190,29 @@ def dice_tables(results: dict) -> list[str]:
     lines += _table(["init", "k"] + [f"seed {sd}" for sd in cfg["seeds"]], [[i, str(k)] + [
         f"{s['seeds'].get(str(sd), math.nan):.4f}" for sd in cfg["seeds"]] for i, k, s in present])
     if results.get("comparisons"):
-        lines += ["", "### COVER minus each other initialisation (paired by seed; mean ± std, wins/n)", ""]
-        lines += _table(["vs"] + [f"k={k}" for k in ks], [[other] + [
-            f"{c[str(k)]['mean']:+.4f} ± {c[str(k)]['std']:.4f} ({c[str(k)]['wins']}/{c[str(k)]['n']})"
-            if str(k) in c else "-" for k in ks] for other, c in results["comparisons"].items()])
+        lines += ["", "### COVER minus each other initialisation", "",
+                  "Paired by seed: mean difference [95 % bootstrap interval over seeds] (seeds where COVER is ahead / "
+                  "seeds). `all k`: per seed, the difference averaged over k.", ""]
+        lines += comparison_table(results["comparisons"], ks)
     return lines
+
+
+def held_out(cfg: dict) -> str:
+    """What the Dice is measured on, for the report's sentences."""
+    return "slices (upper half of the brain)" if int(cfg.get("spatial_dims", 3)) == 2 else "hemisphere"
+
+
+def comparison_cell(c: dict | None) -> str:
+    if not c:
+        return "-"
+    return f"{c['mean']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] ({c['wins']}/{c['n']})"
+
+
+def comparison_table(comps: dict, ks: Sequence[int]) -> list[str]:
+    """Markdown lines: one row per other initialisation, one column per ``k`` and ``all k``."""
+    cols = [str(k) for k in ks] + (["all"] if len(ks) > 1 else [])
+    return _table(["COVER minus"] + [f"k={c}" if c != "all" else "all k" for c in cols],
+                  [[other] + [comparison_cell(c.get(col)) for col in cols] for other, c in comps.items()])
 
 
 def pretrain_table(pretrain: dict) -> list[str]:
@@ -195,6 +246,33 @@ LIMITATIONS = [
     "- The methods see different crops by design (see results.json `config`); steps and volumes per step are equal, "
     "backbone passes per step are not (COVER/InfoNCE 2, PCRLv2 2+locals, VoCo 6 per volume).",
 ]
+LIMITATIONS_2D = [
+    "- One labelled volume (a population template): the split by slice position measures transfer from the lower "
+    "to the upper half of one brain (different anatomy, same subject), not across subjects.",
+    LIMITATIONS[1],
+    "- The evaluation slices are held out of the unlabelled pretraining pool; the training slices are in it.",
+    "- The methods see different crops by design (see results.json `config`); steps and images per step are equal, "
+    "backbone passes per step are not.",
+]
+
+
+CURVE_KEYS = ("epe_ratio", "nn_corr", "rank", "cosine", "overlap_cos")
+
+
+def curve_table(pretrain: dict) -> list[str]:
+    """Markdown lines: per method, each pretext metric at the first and last point of its curve (mean over seeds)."""
+    rows = []
+    for method, per_seed in pretrain.items():
+        curves = [run["curve"] for run in per_seed.values() if run.get("curve")]
+        if not curves:
+            continue
+        cells = []
+        for key in CURVE_KEYS:
+            first = [c[0][key] for c in curves if key in c[0]]
+            last = [c[-1][key] for c in curves if key in c[-1]]
+            cells.append(f"{np.mean(first):.3f} -> {np.mean(last):.3f}" if first and last else "-")
+        rows.append([method, str(curves[0][-1]["step"]), str(len(curves))] + cells)
+    return _table(["method", "last step", "seeds", *[f"{k} (start -> end)" for k in CURVE_KEYS]], rows)
 
 
 def write_report(out: str | Path, results: dict) -> Path:
@@ -203,8 +281,21 @@ def write_report(out: str | Path, results: dict) -> Path:
     from monai_cover.metrics.dispersion import format_dispersion
 
     cfg, timings, env, data = results["config"], results["timings"], results["environment"], results["data"]
+    dims = int(cfg.get("spatial_dims", 3))
+    crop = "x".join([str(cfg["crop"])] * dims)
+    if dims == 2:
+        task = (f"k labelled {crop} crops of k axial slices (axis {data['split']['axis']}) of the MNI152 template's "
+                f"lower half (slices {data['split']['train']}); Dice on the upper half (slices "
+                f"{data['split']['eval']}, scored as one stack), sliding window")
+        pool = (f"{data.get('pool_images', '?')} slices with >= {cfg['min_slice_fg']:.0%} of a crop in foreground "
+                f"of {', '.join(data['pool'])} (not the MNI evaluation slices)")
+    else:
+        task = (f"k labelled {crop} patches from the left hemisphere of the MNI152 template (axis 0 voxels "
+                f"{data['split']['train']}); Dice on the right hemisphere (voxels {data['split']['eval']}), sliding "
+                "window")
+        pool = ", ".join(data["pool"])
     lines = [
-        "# Voxel-wise SSL label-efficiency benchmark", "",
+        f"# Voxel-wise SSL label-efficiency benchmark ({dims}D)", "",
         f"Profile `{cfg['profile']}`; device `{cfg['device']}`; seeds {cfg['seeds']}; total wall time "
         f"{timings['total_seconds'] / 60:.1f} min, CPU time {(timings.get('cpu_seconds') or 0) / 60:.1f} min over "
         f"{env['threads']} thread(s) (load average at start/end: {env.get('loadavg_start')} / "
@@ -212,30 +303,37 @@ def write_report(out: str | Path, results: dict) -> Path:
         "## Protocol",
         f"- Data: the pretraining bundle's loader chain (`{data.get('loader', 'loader_transforms')}`) at "
         f"{cfg['spacing']} mm; labels resampled (nearest) onto each image's grid.",
-        f"- Backbone: MONAI `BasicUNet(features={tuple(cfg['features'])})`, pyramid via `FeaturePyramid`; crops "
-        f"{cfg['crop']}^3 at {cfg['spacing']} mm. COVER head on {cfg.get('cover_levels') or 5} pyramid levels "
-        "(radius 2).",
+        f"- Backbone: MONAI `BasicUNet(spatial_dims={dims}, features={tuple(cfg['features'])})`, pyramid via "
+        f"`FeaturePyramid`; crops {crop} at {cfg['spacing']} mm. COVER head on "
+        f"{cfg.get('cover_levels') or 'the crop-matched number of'} pyramid levels (radius 2).",
         f"- Pretraining (MONAI `SupervisedTrainer`): {cfg['pretrain_steps']} AdamW steps (lr {cfg['lr']}, wd "
-        f"{cfg['weight_decay']}, clip {cfg['grad_clip']}), {cfg['pretrain_batch']} volume(s) per step, pool = "
-        f"{', '.join(data['pool'])} "
+        f"{cfg['weight_decay']}, clip {cfg['grad_clip']}), {cfg['pretrain_batch']} image(s) per step, pool = "
+        f"{pool} "
         f"({'one pretraining per seed' if cfg['pretrain_per_seed'] else 'pretrained once (first seed)'}).",
         f"- Fine-tuning (MONAI `SupervisedTrainer`): {cfg['ft_steps']} AdamW steps (lr {cfg['ft_lr']}), batch "
-        f"{cfg['ft_batch']}, DiceCE, k labelled {cfg['crop']}^3 patches from the left hemisphere of the MNI152 "
-        f"template (axis 0 voxels {data['split']['train']}); Dice on the right hemisphere (voxels "
-        f"{data['split']['eval']}), sliding window, overlap {cfg['sw_overlap']}.",
+        f"{cfg['ft_batch']}, DiceCE, {task}, overlap {cfg['sw_overlap']}.",
         "- Same patches, same seeded head init and same fine-tuning for every initialisation; only the backbone "
         "weights differ.", "",
     ]
     lines += dice_tables(results)
     lines += ["", "## Over-dispersion diagnostics of the pretrained backbones", "",
-              "Finest backbone features (before fine-tuning) on the held-out hemisphere, classes "
+              f"Finest backbone features (before fine-tuning) on the held-out {held_out(cfg)}, classes "
               + "/".join(str(c) for c in data["labels"].values()) + "; mean over seeds. Higher ratio/gap = same-class "
               f"voxels closer than different-class voxels; effective rank out of {cfg['features'][-1]} channels.", ""]
     diag = {i: mean_diagnostics(results["diagnostics"][i]) for i in results["summary"] if i in results["diagnostics"]}
     if diag:
         lines.append(format_dispersion(diag))
     lines += ["", "## Pretraining", ""] + pretrain_table(results["pretrain"])
-    lines += ["", "Plots: `dice_vs_k.png`, `pretrain_loss.png`.", "", "## Limitations", "", *LIMITATIONS, ""]
+    if any(run.get("curve") for per_seed in results["pretrain"].values() for run in per_seed.values()):
+        lines += ["", f"### Pretext metrics on held-out pairs ({data.get('curve_pairs', 'held-out pairs')})", "",
+                  "Mean over pretraining seeds at the first and last evaluation (the curves: `pretext_curves.png`). "
+                  "`epe_ratio`: end-point error of COVER's field / that of predicting zero; `nn_corr`: nearest-"
+                  "neighbour correspondence of the finest features within 2 voxels; `rank` / `cosine`: effective "
+                  f"rank (of {cfg['features'][-1]}) and mean pairwise cosine of the finest features.", ""]
+        lines += curve_table(results["pretrain"])
+    lines += ["", "Plots: `dice_vs_k.png`, `pretrain_loss.png`" + (", `pretext_curves.png`." if any(
+        run.get("curve") for per_seed in results["pretrain"].values() for run in per_seed.values()) else "."),
+        "", "## Limitations", "", *(LIMITATIONS_2D if dims == 2 else LIMITATIONS), ""]
     path = Path(out) / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -262,7 +360,8 @@ def write_plots(out: str | Path, results: dict) -> list[str]:
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
-    ax.set(xlabel="labelled patches k", ylabel="mean Dice (held-out hemisphere)",
+    ax.set(xlabel="labelled patches k" if int(results["config"].get("spatial_dims", 3)) == 3 else "labelled slices k",
+           ylabel=f"mean Dice (held-out {held_out(results['config']).split(' (')[0]})",
            title=f"Dice vs k ({results['config']['profile']}, {len(results['config']['seeds'])} seed(s))")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -289,7 +388,25 @@ def write_plots(out: str | Path, results: dict) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "pretrain_loss.png", dpi=120)
     plt.close(fig)
-    return ["dice_vs_k.png", "pretrain_loss.png"]
+    names = ["dice_vs_k.png", "pretrain_loss.png"]
+    if any(run.get("curve") for per_seed in results["pretrain"].values() for run in per_seed.values()):
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+        for ax, key in zip(axes, CURVE_KEYS[:4]):
+            for i, (method, per_seed) in enumerate(results["pretrain"].items()):
+                for j, (seed, run) in enumerate(per_seed.items()):
+                    pts = [(c["step"], c[key]) for c in run.get("curve") or [] if key in c]
+                    if pts:
+                        ax.plot(*zip(*pts), marker=".", color=f"C{i}", alpha=0.8,
+                                label=method if j == 0 else None)
+            ax.set(title=key, xlabel="pretraining step")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle("pretext metrics on held-out pairs (one line per pretraining seed)")
+        fig.tight_layout()
+        fig.savefig(out / "pretext_curves.png", dpi=110)
+        plt.close(fig)
+        names.append("pretext_curves.png")
+    return names
 
 
 def finish(out: str | Path, results: dict, started: float) -> Path:
@@ -308,4 +425,35 @@ def finish(out: str | Path, results: dict, started: float) -> Path:
     path = write_report(out, results)
     results["plots"] = write_plots(out, results)
     write_json(Path(out) / "results.json", results)
+    return path
+
+
+def write_suite_report(out: str | Path, name: str, tracks: dict[str, dict], seconds: float) -> Path:
+    """``out/report.md`` of a suite (e.g. ``--medium``): per track (``{track: results}``, each also reported in
+    ``out/<track>/``), the paired comparisons with their intervals, the mean Dice per init and k, and the pretext
+    metrics; returns its path."""
+    lines = [f"# Voxel-wise SSL label-efficiency benchmark, suite `{name}`", "",
+             f"Total wall time {seconds / 60:.1f} min. Each track has its full report, plots and `results.json` in "
+             "its folder; this page puts the answers side by side.", ""]
+    for track, results in tracks.items():
+        cfg = results["config"]
+        lines += [f"## Track {track}: {results['config']['profile']} ({len(cfg['seeds'])} seeds, one pretraining per "
+                  f"seed, {cfg['pretrain_steps']} pretraining steps, {cfg['ft_steps']} fine-tuning steps; "
+                  f"[report]({track}/report.md))", "",
+                  "COVER minus each initialisation, mean Dice on the held-out "
+                  f"{held_out(cfg)}: mean [95 % bootstrap interval over seeds] (seeds where COVER is ahead / seeds)",
+                  ""]
+        lines += comparison_table(results.get("comparisons", {}), cfg["ks"])
+        summary = results["summary"]
+        lines += ["", "Mean Dice ± std over seeds:", ""]
+        lines += _table(["init"] + [f"k={k}" for k in cfg["ks"]], [[i] + [
+            f"{summary[i][str(k)]['mean']:.4f} ± {summary[i][str(k)]['std']:.4f}" if str(k) in summary[i] else "-"
+            for k in cfg["ks"]] for i in summary if summary[i]])
+        table = curve_table(results["pretrain"])
+        if len(table) > 2:
+            lines += ["", "Pretext metrics on held-out pairs, start -> end of pretraining (mean over seeds):", ""]
+            lines += table
+        lines += ["", f"![Dice vs k]({track}/dice_vs_k.png)", ""]
+    path = Path(out) / "report.md"
+    path.write_text("\n".join(lines) + "\n")
     return path

@@ -79,7 +79,7 @@ from monai_cover.handlers import GradientClipHandler
 from monai_cover.losses import CoverLoss
 from monai_cover.methods import METHODS, build_method, method_kwargs
 from monai_cover.metrics.dispersion import dispersion_report
-from monai_cover.networks import CoverNet, FeaturePyramid, levels_for_size
+from monai_cover.networks import CoverNet, FeaturePyramid, TwoViewFeatures, levels_for_size
 from monai_cover.transforms import RandCoverPaird
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,12 +104,14 @@ N_CLASSES = len(MNI152_TISSUE_NAMES)  # background + 3
 # A profile is a plain dict (a new one: ``{**PROFILES["quick"], ...}``; its ``--name`` flag comes for free). Units:
 # spacing mm, crop voxels per axis, *_steps optimiser steps, *_batch volumes/patches per step, warmup_steps 0 = constant
 # lr. ``method_kwargs[name]`` updates the library's per-method defaults (:func:`monai_cover.methods.method_kwargs`).
-COMMON: dict[str, Any] = dict(pretrain_batch=1, ft_batch=2, lr=1e-3, ft_lr=1e-3, weight_decay=1e-5, grad_clip=1.0,
-                              warmup_steps=0, sw_overlap=0.0, sw_batch=4, workers=0, cover_levels=None)
+COMMON: dict[str, Any] = dict(spatial_dims=3, pretrain_batch=1, ft_batch=2, lr=1e-3, ft_lr=1e-3, weight_decay=1e-5,
+                              grad_clip=1.0, warmup_steps=0, sw_overlap=0.0, sw_batch=4, workers=0, cover_levels=None,
+                              methods=METHODS, curve_points=0, curve_pairs=8)
 PROFILES: dict[str, dict[str, Any]] = {
     # CI-sized: every method end to end on tiny sizes (one seed, one k, a couple of steps)
     "smoke": {**COMMON, "spacing": 3.0, "crop": 32, "features": (2, 2, 4, 4, 8, 2), "pretrain_steps": 2, "ft_steps": 2,
               "ft_batch": 1, "ks": (1,), "seeds": (0,), "diag_voxels": 500, "pretrain_per_seed": True,
+              "curve_points": 1, "curve_pairs": 2,
               "method_kwargs": {"voxel_infonce": {"loss_kwargs": {"num_samples": 64, "projection_channels": [16, 16]}},
                                 "pcrlv2": {"transform_kwargs": {"num_local": 1}},
                                 "voco": {"loss_kwargs": {"projection_channels": [32, 32]}}}},
@@ -127,6 +129,24 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "voxel_infonce": {"loss_kwargs": {"num_samples": 1024, "projection_channels": [256, 128]}},
                  "voco": {"loss_kwargs": {"projection_channels": [1024, 1024]}}}},
 }
+# --medium: a 2D and a 3D track on 2 CPU cores within an hour, 3 pretraining seeds of COVER and voxel InfoNCE (the
+# comparisons that matter), pretext metrics on held-out pairs at 6 points of every pretraining (``curve_points``).
+# 2D: 96^2 crops of axial slices at 2 mm, the pretext study's 2D setting (BasicUNet(32, ..., 256), batch 8, lr 1e-3);
+# fine-tuning on k labelled slices of the lower half of the MNI template, Dice on the upper half.
+PROFILES["medium_2d"] = {
+    **COMMON, "spatial_dims": 2, "slice_axis": 2, "min_slice_fg": 0.25, "spacing": 2.0, "crop": 96,
+    "features": (32, 32, 64, 128, 256, 32), "pretrain_batch": 8, "pretrain_steps": 200, "ft_steps": 100,
+    "ft_batch": 4, "ks": (1, 2, 4), "seeds": (0, 1, 2), "diag_voxels": 4000, "pretrain_per_seed": True,
+    "methods": ("cover", "voxel_infonce"), "curve_points": 5, "curve_pairs": 16,
+    "method_kwargs": {"voxel_infonce": {"loss_kwargs": {"num_samples": 512, "projection_channels": [64, 64]}}}}
+PROFILES["medium_3d"] = {**PROFILES["quick"], "seeds": (0, 1, 2), "pretrain_per_seed": True,
+                         "methods": ("cover", "voxel_infonce"), "curve_points": 5, "curve_pairs": 8}
+# CI-sized 2D track: every method on slices of the same volumes
+PROFILES["smoke_2d"] = {**PROFILES["smoke"], "spatial_dims": 2, "slice_axis": 2, "min_slice_fg": 0.25,
+                        "pretrain_batch": 2}
+#: a suite runs profiles one after the other, each in its own sub-folder (``OUT/2d``, ``OUT/3d``), then one report
+SUITES = {"medium": {"2d": "medium_2d", "3d": "medium_3d"}, "smoke_suite": {"2d": "smoke_2d", "3d": "smoke"}}
+
 #: command-line options overriding the profile entry of the same name (``--pretrain-steps``): (type, nargs, help)
 OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "seeds (patch draw, head init, batches)"),
              "pretrain_steps": (int, None, None), "ft_steps": (int, None, None), "ft_lr": (float, None, None),
@@ -137,8 +157,25 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
 
 
 # ============================================================================================== training
+def crop_shape(cfg: dict) -> tuple[int, ...]:
+    """The crop of the track: ``(crop,) * spatial_dims``."""
+    return (int(cfg["crop"]),) * int(cfg.get("spatial_dims", 3))
+
+
 def make_unet(cfg: dict) -> torch.nn.Module:
-    return BasicUNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, features=tuple(cfg["features"]))
+    return BasicUNet(spatial_dims=int(cfg.get("spatial_dims", 3)), in_channels=1, out_channels=N_CLASSES,
+                     features=tuple(cfg["features"]))
+
+
+def pair_kwargs(cfg: dict, levels: int) -> dict:
+    """``RandCoverPaird`` arguments of COVER and voxel InfoNCE: views bounded by the head's reach
+    ``capture_range(2, levels)``, updated by ``cfg["pair_kwargs"]``."""
+    return {"max_displacement": capture_range(2, levels), **cfg.get("pair_kwargs", {})}
+
+
+def cover_levels(cfg: dict) -> int:
+    """COVER's head levels: ``cfg["cover_levels"]`` or the library's default, matched to the crop."""
+    return int(cfg.get("cover_levels") or levels_for_size(crop_shape(cfg)))
 
 
 def build(name: str, cfg: dict):
@@ -146,16 +183,14 @@ def build(name: str, cfg: dict):
     ``FeaturePyramid`` (COVER's head on the ``cover_levels`` finest levels, default ``levels_for_size(crop)``), the
     library's per-method defaults updated by ``cfg["method_kwargs"][name]``, COVER and voxel InfoNCE on the same
     ``RandCoverPaird`` pairs, bounded by the head's reach ``capture_range(2, levels)``."""
-    crop = (cfg["crop"],) * 3
-    levels = int(cfg.get("cover_levels") or levels_for_size(crop))  # the library's default: matched to the crop
+    crop, levels = crop_shape(cfg), cover_levels(cfg)
     unet = make_unet(cfg)
     backbone = FeaturePyramid(unet, levels=levels if name == "cover" else None)
-    pair_kwargs = {"max_displacement": capture_range(2, levels), **cfg.get("pair_kwargs", {})}
     pair = RandCoverPaird(keys="image", spatial_size=crop, keep_input=False,
-                          **pair_kwargs) if name in ("cover", "voxel_infonce") else None
+                          **pair_kwargs(cfg, levels)) if name in ("cover", "voxel_infonce") else None
     cover = dict(cover_net=CoverNet(backbone), cover_loss=CoverLoss()) if name == "cover" else {}
     return unet, build_method(name, backbone, cover_prepare_batch=CoverPrepareBatch(), pair_transform=pair, **cover,
-                              **method_kwargs(name, (cfg["crop"],) * 3, **cfg["method_kwargs"].get(name, {})))
+                              **method_kwargs(name, crop, **cfg["method_kwargs"].get(name, {})))
 
 
 def make_trainer(network, loss, optimizer, prepare_batch, data, steps: int, device, amp: bool, handlers=()):
@@ -167,10 +202,55 @@ def make_trainer(network, loss, optimizer, prepare_batch, data, steps: int, devi
                              decollate=False, optim_set_to_none=True)
 
 
-def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log) -> tuple[dict, list, float, dict]:
+def validation_pairs(cfg: dict, images: list, seed: int = 4321) -> list[dict]:
+    """``cfg["curve_pairs"]`` held-out COVER pairs ``{"view_a", "view_b", "ddf", "overlap"}`` (each ``(1, ...)``)
+    of ``images`` (``(1, *S)`` tensors), drawn by the pretraining's own ``RandCoverPaird`` settings, seeded."""
+    pair = RandCoverPaird(keys="image", spatial_size=crop_shape(cfg), keep_input=False,
+                          **pair_kwargs(cfg, cover_levels(cfg)))
+    pair.set_random_state(seed=seed)
+    rng, pairs = np.random.default_rng(seed), []
+    for _ in range(int(cfg["curve_pairs"])):
+        out = pair({"image": images[int(rng.integers(len(images)))]})
+        pairs.append({k: torch.as_tensor(out[k].as_tensor() if hasattr(out[k], "as_tensor") else out[k])[None].float()
+                      for k in ("view_a", "view_b", "ddf", "overlap")})
+    return pairs
+
+
+def pretext_metrics(network: torch.nn.Module, pairs: list[dict], device) -> dict[str, float]:
+    """The library's pretext metrics of ``network`` (a ``CoverNet``, or any two-view network returning
+    ``features_a``/``features_b``) on held-out ``pairs``: ``nn_corr`` (nearest-neighbour correspondence of the finest
+    features within 2 voxels), ``rank`` / ``cosine`` (effective rank, mean pairwise cosine: collapse),
+    ``overlap_cos`` and, for a network that predicts a field, ``epe_ratio`` (end-point error / that of zero)."""
+    from monai_cover.metrics import (
+        CorrespondenceAccuracyMetric,
+        DDFEndPointErrorMetric,
+        FeatureCollapseMetric,
+        OverlapCosineMetric,
+    )
+
+    metrics = {"nn_corr": CorrespondenceAccuracyMetric(num_samples=256, tolerance=2.0),
+               "rank": FeatureCollapseMetric("effective_rank"), "cosine": FeatureCollapseMetric("mean_cosine"),
+               "overlap_cos": OverlapCosineMetric(), "epe_ratio": DDFEndPointErrorMetric(relative=True)}
+    was_training = network.training
+    network.eval()
+    with torch.no_grad():
+        for p in pairs:
+            out = network(p["view_a"].to(device), p["view_b"].to(device))
+            target = {"ddf": p["ddf"].to(device), "overlap": p["overlap"].to(device)}
+            for key, m in metrics.items():
+                if key != "epe_ratio" or "ddf" in out:
+                    m(out, target)
+    network.train(was_training)
+    return {k: float(m.aggregate()) for k, m in metrics.items() if k != "epe_ratio" or m.get_buffer() is not None}
+
+
+def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log,
+             val_pairs: list | None = None) -> tuple[dict, list, float, dict, list]:
     """Pretrain ``name`` for ``cfg['pretrain_steps']`` steps; return ``(BasicUNet state_dict, losses, seconds,
-    terms)``, terms = COVER's per-step loss terms (``vector``, ``consistency``, ...) and ``zero_ddf_l1`` (the vector
-    L1 of predicting zero displacement)."""
+    terms, curve)``, terms = COVER's per-step loss terms (``vector``, ``consistency``, ...) and ``zero_ddf_l1`` (the
+    vector L1 of predicting zero displacement); curve = :func:`pretext_metrics` on ``val_pairs`` at step 0 and
+    ``cfg["curve_points"]`` evenly spaced steps (``[]`` without pairs), each with its ``step``. The evaluation time is
+    not in ``seconds``."""
     torch.manual_seed(seed)
     unet, method = build(name, cfg)
     network, loss_fn, steps = method.network.to(device), method.loss.to(device), int(cfg["pretrain_steps"])
@@ -182,7 +262,21 @@ def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log
     if cfg["warmup_steps"]:  # the bundle's schedule (no profile uses one yet)
         handlers.insert(0, LrScheduleHandler(WarmupCosineSchedule(opt, cfg["warmup_steps"], steps), epoch_level=False))
     trainer = make_trainer(network, loss_fn, opt, method.prepare_batch, loader, steps, device, amp, handlers)
-    losses, terms, t0 = [], {}, time.time()
+    losses, terms, curve, eval_seconds = [], {}, [], 0.0
+    points = int(cfg.get("curve_points") or 0) if val_pairs else 0
+    eval_net = network if name == "cover" else TwoViewFeatures(FeaturePyramid(unet)).to(device)
+
+    def _evaluate(step: int) -> None:
+        nonlocal eval_seconds
+        t = time.time()
+        curve.append({"step": step, **pretext_metrics(eval_net, val_pairs, device)})
+        eval_seconds += time.time() - t
+        log(f"    {name} seed {seed} step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in curve[-1].items()
+                                                             if k != "step"))
+
+    if points:
+        _evaluate(0)
+    t0, eval_seconds = time.time(), 0.0
 
     @trainer.on(IterationEvents.FORWARD_COMPLETED)
     def _terms(engine) -> None:  # COVER's terms, drawn from the random state the loss then draws from (forked)
@@ -204,9 +298,12 @@ def pretrain(name: str, cfg: dict, pool: list, seed: int, device, amp: bool, log
             raise FloatingPointError(f"{name}: non-finite pretraining loss at step {step - 1}.")
         if (step - 1) % max(1, steps // 5) == 0 or step == steps:
             log(f"    {name} seed {seed} step {step}/{steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)")
+        if points and (step % max(1, steps // points) == 0 or step == steps) and curve[-1]["step"] != step:
+            _evaluate(step)
 
     trainer.run()
-    return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}, losses, time.time() - t0, terms
+    seconds = time.time() - t0 - eval_seconds
+    return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}, losses, seconds, terms, curve
 
 
 def init_segmenter(cfg: dict, state: dict | None, seed: int) -> torch.nn.Module:
@@ -226,13 +323,24 @@ def init_segmenter(cfg: dict, state: dict | None, seed: int) -> torch.nn.Module:
     return net
 
 
+def patch_shape(cfg: dict) -> tuple[int, ...]:
+    """A labelled patch in the task's ``(1, X, Y, Z)`` volume: the crop (3D) or a crop of one slice (2D, the slices
+    along the last axis)."""
+    return crop_shape(cfg) if int(cfg.get("spatial_dims", 3)) == 3 else (int(cfg["crop"]),) * 2 + (1,)
+
+
 def finetune_and_evaluate(cfg: dict, state: dict | None, task: dict, boxes: list, seed: int, device, amp: bool) -> dict:
     """Fine-tune :func:`init_segmenter` on the patches at ``boxes`` (``SupervisedTrainer``, DiceCE); return the Dice
-    per class on the evaluation half (sliding window), ``dice_mean``, the last training loss and the seconds."""
-    crop, net = cfg["crop"], init_segmenter(cfg, state, seed).to(device)
-    windows = [(slice(None), *(slice(a, a + crop) for a in o)) for o in boxes]
-    data = patch_batches(torch.stack([task["train_image"][w] for w in windows]),
-                        torch.stack([task["train_label"][w] for w in windows]), cfg["ft_batch"], seed)
+    per class on the evaluation half (3D) or the evaluation slices (2D, scored as one stack) by sliding window,
+    ``dice_mean``, the last training loss and the seconds."""
+    crop, net, dims = cfg["crop"], init_segmenter(cfg, state, seed).to(device), int(cfg.get("spatial_dims", 3))
+    size = patch_shape(cfg)
+    windows = [(slice(None), *(slice(a, a + c) for a, c in zip(o, size))) for o in boxes]
+
+    def patches(x: torch.Tensor) -> torch.Tensor:  # (k, 1, *crop); the 2D track's one-slice windows lose that axis
+        return torch.stack([x[w] if dims == 3 else x[w][..., 0] for w in windows])
+
+    data = patch_batches(patches(task["train_image"]), patches(task["train_label"]), cfg["ft_batch"], seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["ft_lr"], weight_decay=cfg["weight_decay"])
     trainer = make_trainer(net, DiceCELoss(to_onehot_y=True, softmax=True), opt, PrepareBatchDefault(), data,
                            cfg["ft_steps"], device, amp)
@@ -240,9 +348,12 @@ def finetune_and_evaluate(cfg: dict, state: dict | None, task: dict, boxes: list
     trainer.run()
     ft_seconds = time.time() - t0
     net.eval()
+    image = task["eval_image"][None] if dims == 3 else task["eval_image"].movedim(-1, 0)  # 2D: slices as a batch
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = sliding_window_inference(task["eval_image"][None].to(device), (crop,) * 3, cfg["sw_batch"], net,
+        logits = sliding_window_inference(image.to(device), (crop,) * dims, cfg["sw_batch"], net,
                                           overlap=cfg["sw_overlap"])
+    if dims == 2:  # (Z, C, X, Y) -> (1, C, X, Y, Z): the evaluation slices scored as one stack
+        logits = logits.movedim(0, -1)[None]
     pred = one_hot(logits.float().argmax(1, keepdim=True), N_CLASSES)
     gt = one_hot(task["eval_label"][None].to(device), N_CLASSES)
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(pred, gt)[0].cpu()
@@ -253,8 +364,11 @@ def finetune_and_evaluate(cfg: dict, state: dict | None, task: dict, boxes: list
 
 def diagnostics(cfg: dict, state: dict | None, task: dict, seed: int, device) -> dict:
     """Over-dispersion of the backbone's finest features on the evaluation half (``None``: the random init)."""
-    rep = dispersion_report(FeaturePyramid(init_segmenter(cfg, state, seed)).to(device), task["eval_image"],
-                            task["eval_label"], roi_size=(cfg["crop"],) * 3, max_voxels=cfg["diag_voxels"],
+    image, label = task["eval_image"], task["eval_label"]
+    if int(cfg.get("spatial_dims", 3)) == 2:  # the evaluation slices as a batch
+        image, label = image.movedim(-1, 0), label.movedim(-1, 0)
+    rep = dispersion_report(FeaturePyramid(init_segmenter(cfg, state, seed)).to(device), image, label,
+                            roi_size=crop_shape(cfg), max_voxels=cfg["diag_voxels"],
                             generator=torch.Generator().manual_seed(seed), collapse_metric=False)
     return {k: rep[k] for k in (*report.DIAG_KEYS, "max_rank", "num_voxels", "num_sampled", "per_class")}
 
@@ -263,12 +377,13 @@ def diagnostics(cfg: dict, state: dict | None, task: dict, seed: int, device) ->
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     prof = p.add_mutually_exclusive_group()
-    for name in PROFILES:
-        prof.add_argument(f"--{name}", dest="profile", action="store_const", const=name, help=f"profile {name!r}")
+    for name in (*PROFILES, *SUITES):
+        text = f"suite: {', '.join(SUITES[name].values())}" if name in SUITES else f"profile {name!r}"
+        prof.add_argument(f"--{name.replace('_', '-')}", dest="profile", action="store_const", const=name, help=text)
     p.set_defaults(profile="quick")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data-dir", default=None, help="fetched data (datalist.json); default OUT/data (fetched)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=None, choices=METHODS, help="default: the profile's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -281,53 +396,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_config(args: argparse.Namespace) -> dict:
-    """The profile's settings updated by the command-line :data:`OVERRIDES` and the run's options."""
-    cfg = copy.deepcopy(PROFILES[args.profile])
+def make_config(args: argparse.Namespace, profile: str | None = None) -> dict:
+    """The settings of ``profile`` (default ``args.profile``) updated by the command-line :data:`OVERRIDES` and the
+    run's options."""
+    profile = profile or args.profile
+    cfg = copy.deepcopy(PROFILES[profile])
     cfg.update({k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
-    cfg.update(profile=args.profile, device=args.device, amp=bool(args.amp), methods=list(args.methods),
-               pair_kwargs=args.pair_kwargs, ks=[int(k) for k in cfg["ks"]], seeds=[int(s) for s in cfg["seeds"]],
+    cfg.update(profile=profile, device=args.device, amp=bool(args.amp),
+               methods=list(args.methods or cfg["methods"]), pair_kwargs=args.pair_kwargs,
+               ks=[int(k) for k in cfg["ks"]], seeds=[int(s) for s in cfg["seeds"]],
                pretrain_per_seed=cfg["pretrain_per_seed"] and not args.pretrain_once)
     return cfg
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start, cfg, env = time.time(), make_config(args), report.environment()
-    torch.set_num_threads(max(1, args.threads))
-    device, out = torch.device(args.device), Path(args.out)
+def curve_images(cfg: dict, pool: list, task: dict) -> tuple[list, str]:
+    """Images of the held-out pretext pairs and what they are: 2D, the evaluation slices of the labelled volume
+    (not in the pretraining pool) with at least ``min_slice_fg`` of a crop in foreground; 3D, the pool's volumes
+    (new pairs, another seed)."""
+    if int(cfg.get("spatial_dims", 3)) == 3:
+        return [v for _, v in pool], "new pairs of the pool's volumes"
+    stack = task["eval_image"]
+    keep = _data.foreground_slices(stack, stack.ndim - 2, float(cfg["min_slice_fg"]) * cfg["crop"] ** 2)
+    return [stack[..., z] for z in keep], "evaluation slices of the labelled volume (held out of pretraining)"
+
+
+def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
+    """Pretrain, fine-tune and evaluate every initialisation of ``cfg`` on the data in ``data_dir``; write
+    ``results.json`` (after every seed), ``report.md`` and the plots in ``out``; return the report's path."""
+    t_start, env = time.time(), report.environment()
     amp = cfg["amp"] and device.type == "cuda"
     out.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{time.time() - t_start:7.1f} s] {msg}", flush=True)
-
-    data_dir = Path(args.data_dir) if args.data_dir else out / "data"
-    if not (data_dir / "datalist.json").exists():  # fetch what the installed wheels ship
-        _load_script("fetch_real_data", ROOT / "benchmarks" / "data" / "fetch_real_data.py").fetch(
-            data_dir, sources=("nilearn", "slicerio", "nibabel"), mni_resolution=1 if cfg["spacing"] < 2 else 2,
-            verbose=not args.quiet)
     pool, task, info = load_pool_and_task(json.loads((data_dir / "datalist.json").read_text()), data_dir, cfg)
-    log(f"data: pool {[(n, tuple(v.shape[1:])) for n, v in pool]}, split {task['split']}")
+    names = sorted({n.split("[")[0] for n, _ in pool})
+    log(f"data ({cfg['profile']}): pool {len(pool)} images from {names}, split {task['split']}")
+    val_images, val_note = curve_images(cfg, pool, task)
+    val_pairs = validation_pairs(cfg, val_images) if cfg.get("curve_points") else None
     results: dict[str, Any] = {
         "config": cfg, "environment": {**env, "threads": torch.get_num_threads()}, "pretrain": {}, "runs": [],
         "diagnostics": {}, "timings": {"data_seconds": time.time() - t_start},
-        "data": {"pool": [n for n, _ in pool], "volumes": info, "split": task["split"], "labels": LABEL_NAMES,
-                 "data_dir": str(data_dir), "loader": f"{BUNDLE_CONFIG.relative_to(ROOT)}#loader_transforms"}}
+        "data": {"pool": names, "pool_images": len(pool), "volumes": info, "split": task["split"],
+                 "labels": LABEL_NAMES, "data_dir": str(data_dir), "curve_pairs": val_note,
+                 "loader": f"{BUNDLE_CONFIG.relative_to(ROOT)}#loader_transforms"}}
     states: dict[tuple[str, int], dict | None] = {}
     for seed in cfg["seeds"]:
         pre_seed = seed if cfg["pretrain_per_seed"] else cfg["seeds"][0]
         for method in cfg["methods"]:
             if (method, pre_seed) not in states:
                 log(f"pretraining {method} (seed {pre_seed})")
-                state, losses, secs, terms = pretrain(method, cfg, pool, pre_seed, device, amp, log)
+                state, losses, secs, terms, curve = pretrain(method, cfg, pool, pre_seed, device, amp, log, val_pairs)
                 states[(method, pre_seed)] = state
                 results["pretrain"].setdefault(method, {})[str(pre_seed)] = {"losses": losses, "seconds": secs,
-                                                                             "terms": terms}
+                                                                             "terms": terms, "curve": curve}
             states[(method, seed)] = states[(method, pre_seed)]
         states[("scratch", seed)] = None
-        boxes = draw_patches(task["train_label"], cfg["crop"], max(cfg["ks"]), seed)
+        boxes = draw_patches(task["train_label"], patch_shape(cfg), max(cfg["ks"]), seed)
         for init in ("scratch", *cfg["methods"]):
             state = states[(init, seed)]
             results["diagnostics"].setdefault(init, {})[str(seed)] = diagnostics(cfg, state, task, seed, device)
@@ -340,7 +462,37 @@ def main(argv=None) -> int:
         results["summary"] = report.summarise(results["runs"], INITS, cfg["ks"])
         report.write_json(out / "results.json", results)  # partial results after every seed
     path = report.finish(out, results, t_start)
-    log(f"done in {results['timings']['total_seconds']:.0f} s; report: {path}")
+    log(f"{cfg['profile']} done in {results['timings']['total_seconds']:.0f} s; report: {path}")
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.time()
+    torch.set_num_threads(max(1, args.threads))
+    device, out = torch.device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[{time.time() - t_start:7.1f} s] {msg}", flush=True)
+
+    tracks = SUITES.get(args.profile, {"": args.profile})
+    configs = {track: make_config(args, profile) for track, profile in tracks.items()}
+    data_dir = Path(args.data_dir) if args.data_dir else out / "data"
+    if not (data_dir / "datalist.json").exists():  # fetch what the installed wheels ship
+        fine = min(c["spacing"] for c in configs.values()) < 2
+        _load_script("fetch_real_data", ROOT / "benchmarks" / "data" / "fetch_real_data.py").fetch(
+            data_dir, sources=("nilearn", "slicerio", "nibabel"), mni_resolution=1 if fine else 2,
+            verbose=not args.quiet)
+    paths = {track: run_profile(cfg, data_dir, out / track if track else out, device, log)
+             for track, cfg in configs.items()}
+    if args.profile in SUITES:
+        results = {t: json.loads((p.parent / "results.json").read_text()) for t, p in paths.items()}
+        path = report.write_suite_report(out, args.profile, results, time.time() - t_start)
+    else:
+        path = paths[""]
+    log(f"done in {time.time() - t_start:.0f} s; report: {path}")
     if not args.quiet:
         print(path.read_text())
     return 0

@@ -96,6 +96,38 @@ class TestSummaries(unittest.TestCase):
         self.assertEqual(c["scratch"]["2"]["wins"], 1)
         self.assertEqual(report.comparisons(RUNS, [1], ref="scratch")["cover"]["1"]["wins"], 1)
 
+    def test_bootstrap_ci(self):
+        np.testing.assert_allclose(report.bootstrap_ci([0.2, 0.2, 0.2]), (0.2, 0.2), atol=1e-12)  # no spread
+        lo, hi = report.bootstrap_ci([0.0, 1.0])  # resampled means of two values are 0, 0.5 or 1
+        self.assertEqual((lo, hi), (0.0, 1.0))
+        values = np.random.default_rng(0).normal(0.3, 0.1, size=400)
+        lo, hi = report.bootstrap_ci(values)
+        half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)  # the normal interval, for many values
+        self.assertAlmostEqual(lo, values.mean() - half, delta=0.004)
+        self.assertAlmostEqual(hi, values.mean() + half, delta=0.004)
+        self.assertEqual(report.bootstrap_ci(values, seed=3), report.bootstrap_ci(values, seed=3))  # seeded
+        narrow = report.bootstrap_ci(values, level=0.5)
+        self.assertTrue(lo < narrow[0] < narrow[1] < hi)
+        with self.assertRaisesRegex(ValueError, "empty"):
+            report.bootstrap_ci([])
+        with self.assertRaisesRegex(ValueError, r"level must be in \(0, 1\), got 95"):
+            report.bootstrap_ci([1.0], level=95)
+
+    def test_comparisons_intervals_and_all_k(self):
+        runs = [run(i, k, s, (d,) * 3) for i, k, s, d in (
+            ("cover", 1, 0, 0.5), ("scratch", 1, 0, 0.4), ("cover", 2, 0, 0.6), ("scratch", 2, 0, 0.3),
+            ("cover", 1, 1, 0.5), ("scratch", 1, 1, 0.6), ("cover", 2, 1, 0.7), ("scratch", 2, 1, 0.6),
+            ("cover", 1, 2, 0.9), ("scratch", 1, 2, 0.1))]  # seed 2 lacks k=2: not in "all"
+        c = report.comparisons(runs, [1, 2])["scratch"]
+        k1 = [0.1, -0.1, 0.8]
+        self.assertAlmostEqual(c["1"]["mean"], float(np.mean(k1)))
+        np.testing.assert_allclose((c["1"]["ci_low"], c["1"]["ci_high"]), report.bootstrap_ci(k1), atol=1e-12)
+        self.assertLessEqual(c["1"]["ci_low"], c["1"]["mean"])
+        self.assertGreaterEqual(c["1"]["ci_high"], c["1"]["mean"])
+        self.assertEqual((c["all"]["n"], c["all"]["wins"]), (2, 1))  # seed 0: (0.1 + 0.3) / 2 wins; seed 1: 0
+        self.assertAlmostEqual(c["all"]["mean"], (0.2 + 0.0) / 2)
+        self.assertNotIn("all", report.comparisons(runs, [1])["scratch"])  # one k: nothing to pool
+
     def test_mean_diagnostics_skips_missing(self):
         m = report.mean_diagnostics({"0": diag(ratio=2.0, gap=math.nan), "1": diag(ratio=4.0, gap=None, max_rank=9)})
         self.assertEqual(m["ratio"], 3.0)
@@ -122,7 +154,9 @@ class TestReportFiles(unittest.TestCase):
         self.assertIn("| scratch | 0.3333 ± 0.1528 (n=3) | 0.3000 ± 0.0000 (n=1) |", text)
         self.assertIn("| cover | 2 | 0.7000 ± 0.0000 | 0.3000 ± 0.0000 | 0.2000 ± 0.0000 |", text)
         self.assertIn("| scratch | 1 | 0.3000 | 0.5000 | 0.2000 | nan |", text)  # per seed; seed 3 missing
-        self.assertIn("| scratch | +0.0833 ± 0.1258 (2/3) | +0.1000 ± 0.0000 (1/1) |", text)
+        lo, hi = report.bootstrap_ci([0.1, -0.05, 0.2])
+        self.assertIn(f"| scratch | +0.0833 [{lo:+.4f}, {hi:+.4f}] (2/3) | +0.1000 [+0.1000, +0.1000] (1/1) | "
+                      "+0.1000 [+0.1000, +0.1000] (1/1) |", text)  # all k: seed 0 alone has both k
         self.assertIn("| cover | 2.0 | 4.0000 | 1.0000 |", text)  # pretraining: seconds, first, last 10 %
         self.assertIn("vector L1 0.500 voxels vs 2.000 for predicting zero displacement", text)
         self.assertIn("total wall time 2.0 min, CPU time 1.0 min", text)

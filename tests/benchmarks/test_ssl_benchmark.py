@@ -47,11 +47,29 @@ class TestConfig(unittest.TestCase):
         self.assertEqual(ssl.PROFILES["smoke"]["pretrain_steps"], 2)  # the profile itself is untouched
         self.assertEqual(ssl.make_config(ssl.parse_args(["--out", "x"]))["profile"], "quick")
         for name in ssl.PROFILES:
-            cfg = ssl.make_config(ssl.parse_args([f"--{name}", "--out", "x", "--methods", "voco"]))
+            cfg = ssl.make_config(ssl.parse_args([f"--{name.replace('_', '-')}", "--out", "x", "--methods", "voco"]))
             self.assertEqual((cfg["profile"], cfg["methods"]), (name, ["voco"]))
             self.assertTrue(set(cfg["method_kwargs"]) <= set(METHODS))
         with self.assertRaises(SystemExit):
             ssl.parse_args(["--smoke", "--full", "--out", "x"])
+
+    def test_medium_suite(self):
+        args = ssl.parse_args(["--medium", "--out", "x"])
+        self.assertEqual(args.profile, "medium")
+        cfgs = {t: ssl.make_config(args, prof) for t, prof in ssl.SUITES["medium"].items()}
+        self.assertEqual(sorted(cfgs), ["2d", "3d"])
+        for track, cfg in cfgs.items():
+            self.assertEqual(cfg["spatial_dims"], int(track[0]))
+            self.assertGreaterEqual(len(cfg["seeds"]), 3)  # >= 3 pretraining seeds per method
+            self.assertTrue(cfg["pretrain_per_seed"])
+            self.assertEqual(cfg["methods"], ["cover", "voxel_infonce"])  # the profile's methods
+            self.assertGreater(cfg["curve_points"], 0)
+        self.assertEqual(ssl.crop_shape(cfgs["2d"]), (96, 96))
+        self.assertEqual(ssl.patch_shape(cfgs["2d"]), (96, 96, 1))  # one slice of the (1, X, Y, Z) stack
+        self.assertEqual(ssl.cover_levels(cfgs["2d"]), 4)  # matched to 96^2, as the pretext study's default
+        self.assertEqual(ssl._data.loader_patch(cfgs["2d"]), [96, 96, 1])
+        self.assertEqual(ssl.make_config(ssl.parse_args(["--medium", "--out", "x", "--methods", "voco"]),
+                                         "medium_2d")["methods"], ["voco"])
 
 
 class TestData(unittest.TestCase):
@@ -121,6 +139,48 @@ class TestData(unittest.TestCase):
             self.assertGreaterEqual(float((window > 0).float().mean()), 0.3)
         with self.assertRaisesRegex(RuntimeError, "could not draw 1 patches with >= 30% foreground"):
             ssl.draw_patches(torch.zeros(1, 8, 8, 8, dtype=torch.int64), 4, 1, seed=0)
+
+    def test_draw_patches_one_slice(self):
+        label = torch.zeros(1, 20, 20, 6, dtype=torch.int64)
+        label[:, 2:18, 2:18, 3] = 1  # only slice 3 has foreground
+        boxes = ssl.draw_patches(label, (8, 8, 1), 4, seed=0)
+        self.assertEqual({o[2] for o in boxes}, {3})
+        for o in boxes:
+            self.assertGreaterEqual(float((label[0, o[0]:o[0] + 8, o[1]:o[1] + 8, o[2]] > 0).float().mean()), 0.3)
+
+    def test_foreground_slices(self):
+        vol = torch.zeros(1, 6, 8, 5)
+        vol[0, :, :, 1] = 1.0  # 48 pixels
+        vol[0, :2, :, 3] = 1.0  # 16 pixels
+        vol[0, 0, 0, 4] = 0.05  # below the 0.1 threshold
+        self.assertEqual(ssl._data.foreground_slices(vol, 2, min_pixels=10), [1, 3])
+        self.assertEqual(ssl._data.foreground_slices(vol, 2, min_pixels=20), [1])
+        self.assertEqual(ssl._data.foreground_slices(vol, 0, min_pixels=9), [0, 1])  # sagittal: rows 0, 1 have 10
+
+    def test_slice_pool_and_task(self):
+        cfg = {"slice_axis": 2, "crop": 8, "spacing": 2.0, "min_slice_fg": 0.25}
+        image = torch.zeros(1, 12, 12, 20)
+        label = torch.zeros(1, 12, 12, 20, dtype=torch.int64)
+        image[0, 2:10, 2:10, 2:18], label[0, 2:10, 2:10, 2:18] = 0.8, 1  # labelled slices 2..17
+        other = torch.zeros(1, 16, 16, 4)
+        other[0, :, :, 1:3] = 0.5
+        small = torch.ones(1, 6, 6, 9)  # in-plane smaller than the crop: no 2D image
+        pool, task = ssl._data.slice_pool_and_task([("mni152_t1", image), ("ct", other), ("small", small)], image,
+                                                   label, cfg)
+        split = task["split"]
+        self.assertEqual((split["train"], split["eval"]), ([2, 8], [12, 18]))  # mid 10, gap round(4 / 2) = 2
+        self.assertEqual(tuple(task["train_image"].shape), (1, 12, 12, 6))
+        self.assertEqual(tuple(task["eval_label"].shape), (1, 12, 12, 6))
+        self.assertTrue(torch.equal(task["eval_label"], label[..., 12:18]))
+        names = [n for n, _ in pool]
+        # MNI: slices with >= 16 foreground pixels, but none from 10 on (the evaluation slices and their gap)
+        self.assertEqual(names, [f"mni152_t1[{z}]" for z in range(2, 10)] + ["ct[1]", "ct[2]"])
+        self.assertTrue(all(tuple(x.shape) in ((1, 12, 12), (1, 16, 16)) for _, x in pool))
+        torch.testing.assert_close(pool[-1][1], other[..., 2])
+        with self.assertRaisesRegex(RuntimeError, r"no slice along axis 2 has 25% of a 8\^2 crop"):
+            ssl._data.slice_pool_and_task([("ct", torch.zeros(1, 16, 16, 4))], image, label, cfg)
+        with self.assertRaisesRegex(RuntimeError, r"mni152_t1 slices \(12, 12\) are smaller than the crop 16"):
+            ssl._data.slice_pool_and_task(pool, image, label, {**cfg, "crop": 16})
 
     def test_patch_batches(self):
         images = torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 1, 4, 4, 4).contiguous() + 1.0
@@ -196,12 +256,13 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
         cls.out = Path(cls.tmp.name) / "run"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         start = time.time()
-        cls.proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(cls.out), "--quiet"],
+        cls.proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke-suite", "--out", str(cls.out), "--quiet"],
                                   cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
         cls.seconds = time.time() - start
-        cls.results = None
-        if cls.proc.returncode == 0 and (cls.out / "results.json").exists():
-            cls.results = json.loads((cls.out / "results.json").read_text())
+        cls.results, cls.results_2d = None, None
+        if cls.proc.returncode == 0 and (cls.out / "3d" / "results.json").exists():
+            cls.results = json.loads((cls.out / "3d" / "results.json").read_text())
+            cls.results_2d = json.loads((cls.out / "2d" / "results.json").read_text())
 
     @classmethod
     def tearDownClass(cls):
@@ -215,7 +276,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
 
     def test_runs_in_ci_budget(self):
         self._results()
-        # the smoke profile itself takes ~20-50 s on a loaded 2-core CPU; leave slack for a busy CI machine
+        # the two smoke tracks take ~40-90 s on a loaded 2-core CPU; leave slack for a busy CI machine
         self.assertLess(self.seconds, 300)
 
     def test_data_through_the_bundle_loader(self):
@@ -281,7 +342,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
 
     def test_report_files(self):
         self._results()
-        report = (self.out / "report.md").read_text()
+        report = (self.out / "3d" / "report.md").read_text()
         for text in ("Mean Dice", "| init |", "Over-dispersion", "intra cos", "eff. rank", "Limitations", "k=1",
                      "SupervisedTrainer", "loader_transforms"):
             self.assertIn(text, report)
@@ -289,10 +350,63 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
             self.assertIn(f"| {init} |", report)
         if HAS_MPL:
             for name in ("dice_vs_k.png", "pretrain_loss.png"):
-                path = self.out / name
+                path = self.out / "3d" / name
                 self.assertTrue(path.exists(), name)
                 self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
-            self.assertEqual(sorted(self.results["plots"]), ["dice_vs_k.png", "pretrain_loss.png"])
+            self.assertEqual(sorted(self.results["plots"]), ["dice_vs_k.png", "pretext_curves.png",
+                                                             "pretrain_loss.png"])
+
+
+    def test_pretext_curves(self):
+        for results in (self._results(), self.results_2d):
+            cfg = results["config"]
+            for method, per_seed in results["pretrain"].items():
+                curve = per_seed["0"]["curve"]
+                self.assertEqual([c["step"] for c in curve], [0, cfg["pretrain_steps"]])  # smoke: 1 point after 0
+                for c in curve:
+                    self.assertEqual("epe_ratio" in c, method == "cover")  # only COVER predicts a field
+                    self.assertTrue(0.0 <= c["nn_corr"] <= 1.0)
+                    self.assertTrue(1.0 <= c["rank"] <= cfg["features"][-1] + 1e-6)
+                    if method == "cover":
+                        self.assertTrue(0.0 < c["epe_ratio"] < 3.0)
+            # every method starts from the same seeded network on the same held-out pairs
+            firsts = {m: {k: v for k, v in r["0"]["curve"][0].items() if k != "epe_ratio"}
+                      for m, r in results["pretrain"].items()}
+            self.assertEqual(len({json.dumps(v, sort_keys=True) for v in firsts.values()}), 1, msg=firsts)
+
+    def test_2d_track(self):
+        self._results()
+        r = self.results_2d
+        cfg, data = r["config"], r["data"]
+        self.assertEqual((cfg["profile"], cfg["spatial_dims"]), ("smoke_2d", 2))
+        self.assertEqual(sorted(r["pretrain"]), sorted(METHODS))  # every method runs in 2D
+        split = data["split"]
+        self.assertEqual(split["axis"], 2)
+        self.assertLess(split["train"][1], split["eval"][0])  # slices of different positions
+        self.assertGreater(data["pool_images"], 20)
+        self.assertIn("held out of pretraining", data["curve_pairs"])
+        self.assertEqual(len(r["runs"]), len(INITS) * len(cfg["ks"]) * len(cfg["seeds"]))
+        for run in r["runs"]:
+            self.assertEqual(len(run["patches"][0]), 3)  # (x, y, slice)
+            self.assertTrue(split["train"][0] <= run["patches"][0][2] + split["train"][0] < split["train"][1])
+            self.assertAlmostEqual(run["dice_mean"], sum(run["dice"].values()) / 3, places=6)
+            self.assertTrue(all(0.0 <= v <= 1.0 for v in run["dice"].values()))
+        text = (self.out / "2d" / "report.md").read_text()
+        self.assertIn("benchmark (2D)", text)
+        self.assertIn("held-out slices (upper half of the brain)", text)
+        self.assertIn("split by slice position", text)
+
+    def test_suite_report(self):
+        self._results()
+        text = (self.out / "report.md").read_text()
+        for track in ("2d", "3d"):
+            self.assertIn(f"## Track {track}", text)
+            self.assertIn(f"({track}/report.md)", text)
+        comp = self.results["comparisons"]["scratch"]["1"]
+        self.assertIn(f"| scratch | {comp['mean']:+.4f} [{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}] "
+                      f"({comp['wins']}/{comp['n']}) |", text)
+        self.assertIn("| COVER minus | k=1 |", text)
+        self.assertIn("epe_ratio (start -> end)", text)
 
 
 if __name__ == "__main__":
