@@ -20,9 +20,11 @@ from conftest import (
     SCHEMA,
     TINY_FEATURES,
     TINY_PRETRAIN,
+    bundle_args,
     bundle_run,
     checkpoint_epochs,
     read_events,
+    subprocess_env,
     verify_net,
     write_volumes,
 )
@@ -179,6 +181,52 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert json.loads((out / "data_report.json").read_text())["counts"]["training"] == 3
     assert (out / "models" / "model.pt").is_file()
     # rank-0-only handlers: one process wrote TensorBoard events
+    pids = {p.name.split(".")[-2] for p in (out / "logs").glob("events.out.tfevents.*")}
+    assert len(pids) == 1, pids
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_nodes_c10d(tmp_path):
+    """Two torchrun agents as two "nodes" (one process each) meet through a c10d rendezvous on 127.0.0.1, as on two
+    machines sharing ``output_dir``: one epoch together (gloo), rank 0 alone writes, one checkpoint."""
+    import subprocess
+
+    data = write_volumes(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    multi = [CONFIG, PRETRAIN / "configs" / "multi_gpu_train.json"]
+    overrides = ["--dataset_dir", str(data), "--epochs", "1", *TINY_PRETRAIN]
+    procs, logs = [], []
+    for node in range(2):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+                    "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+                    "--rdzv_id=monai_cover_test", "--max_restarts=0"]
+        logs.append(open(tmp_path / f"node{node}.log", "w"))
+        procs.append(subprocess.Popen(bundle_args(multi, PRETRAIN, out, *overrides, launcher=launcher),
+                                      cwd=str(tmp_path), env=subprocess_env(), stdout=logs[-1],
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p, log in zip(procs, logs):
+            if p.poll() is None:
+                p.kill()
+            log.close()
+    text = [(tmp_path / f"node{node}.log").read_text() for node in range(2)]
+    assert codes == [0, 0], "\n----\n".join(t[-3000:] for t in text)
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_epoch=1.pt"]
+    both = "".join(text)
+    assert both.count("command-line overrides: ") == 2  # every node checked its command line
+    assert both.count(f"output_dir {out.resolve()} locked for this run") == 1  # rank 0 alone took the lock
+    assert both.count("data check | found 4, training on 3, validating on 1, skipped 0") == 1
+    assert (out / "models" / "model.pt").is_file()
     pids = {p.name.split(".")[-2] for p in (out / "logs").glob("events.out.tfevents.*")}
     assert len(pids) == 1, pids
 
