@@ -39,7 +39,16 @@ from .preflight import (
     choose_dataset_type,
     physical_memory_bytes,
 )
-from .readers import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, SITK_SUFFIXES, SimpleITKReader, image_readers_2d, volume_readers
+from .readers import (
+    IMAGE_2D_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PICTURE_SUFFIXES,
+    SITK_SUFFIXES,
+    PictureReader,
+    SimpleITKReader,
+    image_readers_2d,
+    volume_readers,
+)
 
 __all__ = [
     "DATASET_TYPES",
@@ -55,6 +64,8 @@ __all__ = [
     "CheckFinited",
     "DataCheckError",
     "DataReport",
+    "PICTURE_SUFFIXES",
+    "PictureReader",
     "SimpleITKReader",
     "check_datalist",
     "class_names",
