@@ -8,7 +8,15 @@ from __future__ import annotations
 from .distributed import is_rank_zero
 from .export import export_bundle
 from .lock import LOCK_NAME, OutputDirLock, OutputDirLockedError, lock_output_dir
-from .overrides import MONAI_RUN_ARGS, OverrideError, as_bool, bundle_command_line, check_overrides, install_error_hook
+from .overrides import (
+    MONAI_RUN_ARGS,
+    OverrideError,
+    as_bool,
+    bundle_command_line,
+    check_overrides,
+    command_line_config_files,
+    install_error_hook,
+)
 from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
 from .weights import load_backbone_weights
 
@@ -24,6 +32,7 @@ __all__ = [
     "bundle_path",
     "bundles_dir",
     "check_overrides",
+    "command_line_config_files",
     "export_bundle",
     "install_error_hook",
     "installed_bundles_dir",

@@ -45,6 +45,7 @@ __all__ = [
     "as_bool",
     "bundle_command_line",
     "check_overrides",
+    "command_line_config_files",
     "install_error_hook",
 ]
 
@@ -133,6 +134,22 @@ def bundle_command_line(argv: Sequence[str] | None = None) -> dict | None:
     if positional:
         pairs["_positional"] = positional
     return pairs
+
+
+def _config_files(pairs: Mapping) -> list[str]:
+    config_files = pairs.get("config_file")
+    if not config_files:
+        return []
+    if isinstance(config_files, str) and config_files.strip().startswith("["):
+        config_files = _literal(config_files)
+    return [str(config_files)] if isinstance(config_files, (str, os.PathLike)) else [str(c) for c in config_files]
+
+
+def command_line_config_files(argv: Sequence[str] | None = None) -> list[str]:
+    """The ``--config_file`` list of a ``python -m monai.bundle run ...`` command line (a single file or a list,
+    as MONAI reads it), ``[]`` when ``argv`` (default ``sys.argv``) is not one or names none."""
+    pairs = bundle_command_line(argv)
+    return _config_files(pairs) if pairs else []
 
 
 def _is_flag(token: str) -> bool:
@@ -327,14 +344,9 @@ def check_overrides(
 
         from_file = ConfigParser.load_config_file(str(pairs["args_file"]))
         pairs = {**{str(k): v for k, v in dict(from_file).items()}, **pairs}
-    config_files = pairs.get("config_file")
+    config_files = _config_files(pairs)
     if not config_files:
         return {}
-    if isinstance(config_files, str) and config_files.strip().startswith("["):
-        config_files = _literal(config_files)
-    config_files = (
-        [str(config_files)] if isinstance(config_files, (str, os.PathLike)) else [str(c) for c in config_files]
-    )
     parser = _load_config(config_files)
     ignore = set(MONAI_RUN_ARGS)
     if pairs.get("tracking"):

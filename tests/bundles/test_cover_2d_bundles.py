@@ -113,6 +113,20 @@ def test_png_folder_pretrain_killed_and_resumed(png_run):
     assert metrics and {"val_ddf_epe", "val_epe_ratio", "val_nn_correspondence", "val_feature_rank",
                         "val_feature_cosine", "val_overlap_cosine"} <= set(metrics[-1])  # fmt: skip
     assert 0 < metrics[-1]["val_epe_ratio"] < 3 and 0 < metrics[-1]["val_feature_rank"] <= 8
+    # the output is a bundle on its own: configs/train.json is the 3-D base merged with the 2-D override
+    merged = json.loads((out / "configs" / "train.json").read_text())
+    assert merged["network_def"]["spatial_dims"] == 2 and merged["patch_size"] == [96, 96]
+    assert merged["override_checks"]["slice_volumes"] == ["auto", "always", "never"] and "epochs" in merged
+    override = (PRETRAIN_2D / "configs" / "train.json").read_text()
+    assert (out / "configs" / "train_override.json").read_text() == override
+    from monai.bundle import ConfigParser
+
+    alone = ConfigParser()
+    alone.read_config(str(out / "configs" / "train.json"))
+    alone["features"] = json.loads(TINY_FEATURES)
+    alone.get_parsed_content("network_def").load_state_dict(
+        torch.load(out / "models" / "model.pt", weights_only=True)
+    )
     # the RGB picture is converted to grey, and said so; the split is the last fifth
     report = json.loads((out / "data_report.json").read_text())
     assert report["counts"]["found"] == 5 and report["counts"]["training"] == 4 and report["counts"]["validation"] == 1
