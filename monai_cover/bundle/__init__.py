@@ -5,6 +5,7 @@ the package."""
 
 from __future__ import annotations
 
+from .device import batch_size_for_device, estimate_pair_bytes, num_workers_for_device, patch_size_for_device
 from .distributed import is_rank_zero
 from .export import export_bundle
 from .lock import LOCK_NAME, OutputDirLock, OutputDirLockedError, lock_output_dir
@@ -28,10 +29,12 @@ __all__ = [
     "OutputDirLockedError",
     "OverrideError",
     "as_bool",
+    "batch_size_for_device",
     "bundle_command_line",
     "bundle_path",
     "bundles_dir",
     "check_overrides",
+    "estimate_pair_bytes",
     "command_line_config_files",
     "export_bundle",
     "install_error_hook",
@@ -39,4 +42,6 @@ __all__ = [
     "is_rank_zero",
     "load_backbone_weights",
     "lock_output_dir",
+    "num_workers_for_device",
+    "patch_size_for_device",
 ]
