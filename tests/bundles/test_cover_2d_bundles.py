@@ -307,3 +307,64 @@ def test_finetune_from_2d_weights_then_evaluate_and_infer(png_run, tmp_path):
         assert set(np.unique(values)) <= {0, 1, 2}
     names = json.loads((out / "segmentations" / "classes.json").read_text())
     assert names == {"0": "background", "1": "rectangle", "2": "disc"}
+
+
+def test_2d_metadata_and_networks(tmp_path):
+    import shutil
+    import warnings
+
+    from conftest import SCHEMA
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA, schema)
+    for bundle in (PRETRAIN_2D, FINETUNE_2D):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    tiny = json.loads(TINY_FEATURES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        verify_net_in_out(net_id="feature_extractor", meta_file=str(PRETRAIN_2D / "configs" / "metadata.json"),
+                          config_file=[str(c) for c in PRE_CONFIGS], device="cpu", n=2, features=tiny,
+                          **{"_meta_#network_data_format#outputs#pred#num_channels": tiny[-1]})  # fmt: skip
+        verify_net_in_out(net_id="network_def", meta_file=str(FINETUNE_2D / "configs" / "metadata.json"),
+                          config_file=[str(c) for c in FT_CONFIGS], device="cpu", n=2, features=tiny)  # fmt: skip
+    meta = json.loads((PRETRAIN_2D / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == ["16*n", "16*n"]
+    assert meta["network_data_format"]["outputs"]["ddf"]["num_channels"] == 2
+
+
+@pytest.mark.parametrize("bundle", [PRETRAIN_2D, FINETUNE_2D])
+def test_every_2d_override_is_documented(bundle):
+    readme = (bundle / "docs" / "README.md").read_text()
+    for config in sorted((bundle / "configs").glob("*.json")):
+        if config.name == "metadata.json":
+            continue
+        for key in json.loads(config.read_text()):
+            plain = key.lstrip("+")
+            found = f"`{plain}`" in readme or f"`{plain.split('#')[0]}`" in readme
+            assert found, f"{bundle.name}/docs/README.md lacks `{key}` ({config.name})"
+        for key, spec in json.loads(config.read_text()).get("+override_checks", {}).items():
+            for value in spec if isinstance(spec, list) else []:
+                assert f"`{value}`" in readme or not value, f"`{key}` value `{value}` not in the README"
+
+
+def test_2d_overrides_checked_before_anything_runs():
+    from monai_cover.bundle import OverrideError, check_overrides
+    from monai_cover.bundle.overrides import _load_config
+
+    main = "/site-packages/monai/bundle/__main__.py"
+    configs = str([str(c) for c in PRE_CONFIGS])
+    checks = _load_config([str(c) for c in PRE_CONFIGS]).get("override_checks")
+
+    def check(*args):
+        return check_overrides(checks, argv=[main, "run", "--config_file", configs, *args])
+
+    assert check("--slice_axis", "1", "--slice_volumes", "always", "--modality", "CR", "--image_size", "0")
+    with pytest.raises(OverrideError, match="--slice_volumes 'sometimes'"):
+        check("--slice_volumes", "sometimes")
+    with pytest.raises(OverrideError, match="did you mean --slice_axis"):
+        check("--slice_axes", "1")
+    with pytest.raises(OverrideError, match="--method 'pcrlv2'"):
+        check("--method", "pcrlv2")
