@@ -7,6 +7,13 @@ In the same process and interleaved round by round, it also times the backbone a
 forward of both views, a trivial loss over every pyramid level, backward). The head's share is
 ``1 - backbone / step``: the projections, the mixtures of vectors, VPA's warps and upsamplings and the loss.
 
+``--reference`` also times, interleaved round by round in the same process, the *reference step*: the same network
+(same weights, same views) with every mixture of vectors computed by the straightforward per-offset loop
+(``bench_mov.loop_mov``: one padded-key slice per offset, concatenated logits, softmax), in float32, and both steps
+then take an Adam step. It prints the ratio reference / ours and the relative difference of the first losses (ours
+may run with ``--amp bf16`` and ``--channels-last``; the reference never does). The routes to a faster CPU step are
+measured by running it with and without those flags.
+
 ``--backend`` sets the mixture-of-vectors backend of the whole step (through ``MONAI_COVER_MOV_BACKEND``; ``auto``:
 Triton on CUDA when triton is installed, the PyTorch op elsewhere); ``--json PATH`` also writes the figures to a file.
 
@@ -16,11 +23,15 @@ Usage::
     python benchmarks/bench_step.py --size 32 --steps 2      # quicker
     python benchmarks/bench_step.py --device cuda --amp bf16
     python benchmarks/bench_step.py --device cuda --amp bf16 --size 96 --backend torch   # without the Triton kernels
+    python benchmarks/bench_step.py --reference              # 64^3 on CPU: ours vs the per-offset loop, with Adam
+    python benchmarks/bench_step.py --reference --amp bf16 --channels-last
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import json
 import os
 import statistics
@@ -57,6 +68,28 @@ def make_pair(batch: int, size: int, dims: int, amplitude: float, device: torch.
     return view_a.to(device), view_b.to(device), target
 
 
+class LoopMixture(torch.nn.Module):
+    """A ``MixtureOfVectors`` computed by the per-offset loop of ``bench_mov.py`` (the reference head)."""
+
+    def __init__(self, radius: int, num_heads: int) -> None:
+        super().__init__()
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_mov.py")
+        spec = importlib.util.spec_from_file_location("bench_mov", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.loop, self.radius, self.num_heads = module.loop_mov, radius, num_heads
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return self.loop(query.float(), key.float(), self.radius, self.num_heads)
+
+
+def reference_network(net: CoverNet) -> CoverNet:
+    """A copy of ``net`` (same weights) whose mixtures of vectors are the per-offset loop."""
+    ref = copy.deepcopy(net)
+    ref.head.mixtures = torch.nn.ModuleList(LoopMixture(m.radius, m.num_heads) for m in net.head.mixtures)
+    return ref
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -77,6 +110,9 @@ def main() -> None:
     parser.add_argument(
         "--backend", choices=("auto", "torch", "triton"), default="auto", help="mixture-of-vectors backend (auto)"
     )
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the per-offset-loop reference step (fp32), interleaved; both take Adam steps")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last(_3d) memory format for ours")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.backend != "auto":
@@ -93,10 +129,22 @@ def main() -> None:
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
+    torch.manual_seed(0)
     net = CoverNet(PyramidUNet(dims, 1, channels), radius=args.radius).to(device).train()
     loss_fn = CoverLoss.paper()  # the reference objective, as the reference step computes it
     view_a, view_b, target = make_pair(args.batch, args.size, dims, amplitude=0.1 * args.size, device=device)
+    ref = reference_network(net) if args.reference else None
+    ref_views = (view_a, view_b)
+    if args.channels_last:
+        fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+        net = net.to(memory_format=fmt)
+        view_a, view_b = view_a.contiguous(memory_format=fmt), view_b.contiguous(memory_format=fmt)
     both = torch.cat([view_a, view_b])
+    optimizers = {}
+    if args.reference:
+        optimizers = {"ours": torch.optim.Adam(net.parameters(), lr=1e-4),
+                      "reference": torch.optim.Adam(ref.parameters(), lr=1e-4)}
+    losses: dict[str, list[float]] = {"ours": [], "reference": []}
 
     def full_step() -> float:
         net.zero_grad(set_to_none=True)
@@ -105,7 +153,21 @@ def main() -> None:
         with autocast():
             loss = loss_fn(net(view_a, view_b), target)
         loss.backward()
+        if optimizers:
+            optimizers["ours"].step()
         sync(device)
+        losses["ours"].append(float(loss.detach()))
+        return time.perf_counter() - start
+
+    def reference_step() -> float:
+        ref.zero_grad(set_to_none=True)
+        sync(device)
+        start = time.perf_counter()
+        loss = loss_fn(ref(*ref_views), target)
+        loss.backward()
+        optimizers["reference"].step()
+        sync(device)
+        losses["reference"].append(float(loss.detach()))
         return time.perf_counter() - start
 
     def backbone_step() -> float:
@@ -122,12 +184,16 @@ def main() -> None:
     for _ in range(args.warmup):
         full_step()
         backbone_step()
+        if args.reference:
+            reference_step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    full, backbone = [], []
+    full, backbone, reference = [], [], []
     for _ in range(args.steps):
         full.append(full_step())
         backbone.append(backbone_step())
+        if args.reference:
+            reference.append(reference_step())
     step_s, backbone_s = statistics.median(full), statistics.median(backbone)
     head_share = max(0.0, 1.0 - backbone_s / step_s)
 
@@ -142,6 +208,16 @@ def main() -> None:
     print(f"seconds per step (forward+backward): {step_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in full)}]")
     print(f"backbone only (forward+backward):    {backbone_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in backbone)}]")
     print(f"head + loss share of the step:       {100 * head_share:.1f} %  ({step_s - backbone_s:.3f} s)")
+    ratio = loss_gap = None
+    if args.reference:
+        ratio = statistics.median(reference) / step_s
+        first_ours, first_ref = losses["ours"][0], losses["reference"][0]  # same weights, same views
+        loss_gap = abs(first_ours - first_ref) / max(abs(first_ref), 1e-12)
+        print(f"reference step (per-offset loop, fp32): {statistics.median(reference):.3f}   "
+              f"[all: {', '.join(f'{t:.3f}' for t in reference)}]")
+        print(f"speed-up reference / ours:           {ratio:.2f}x   "
+              f"(amp={args.amp}, channels_last={args.channels_last})")
+        print(f"first loss: ours {first_ours:.6f}, reference {first_ref:.6f}, relative difference {loss_gap:.2e}")
     peak = None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
@@ -150,7 +226,8 @@ def main() -> None:
         result = dict(
             size=args.size, spatial_dims=dims, batch=args.batch, device=str(device), amp=args.amp, backend=backend,
             radius=args.radius, parameters_m=params, step_s=step_s, backbone_s=backbone_s, head_share=head_share,
-            steps=full, backbone_steps=backbone, peak_gpu_bytes=peak,
+            steps=full, backbone_steps=backbone, peak_gpu_bytes=peak, channels_last=args.channels_last,
+            reference_steps=reference, reference_ratio=ratio, first_loss_relative_difference=loss_gap,
         )
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: Apache-2.0
+"""benchmarks/bench_step.py --reference: the reference step is the same network with the per-offset-loop mixture,
+so its first loss equals ours in float32 and stays within 1e-3 (relative) under bf16 autocast; the JSON carries the
+timings and the ratio. (The speed itself is a benchmark figure, not a test.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "bench_step.py"
+
+
+def _run(tmp_path: Path, *flags: str) -> dict:
+    out = tmp_path / "step.json"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--size", "16", "--steps", "1", "--warmup", "0",
+                           "--channels", "8,16,32,64,128", "--threads", "1", "--reference", "--json", str(out),
+                           *flags], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "speed-up reference / ours:" in proc.stdout
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("flags, tolerance", [((), 1e-5), (("--amp", "bf16", "--channels-last"), 1e-3)])
+def test_reference_step_matches(tmp_path, flags, tolerance):
+    r = _run(tmp_path, *flags)
+    assert r["first_loss_relative_difference"] <= tolerance
+    assert len(r["reference_steps"]) == len(r["steps"]) == 1
+    assert r["reference_ratio"] == pytest.approx(r["reference_steps"][0] / r["step_s"])
+    assert r["channels_last"] == ("--channels-last" in flags)
