@@ -104,8 +104,18 @@ def test_png_folder_pretrain_killed_and_resumed(png_run):
     assert not re.search(rf"Epoch: {resumed}/{epochs}\b", second.stdout)
     assert checkpoint_epochs(out / "checkpoints") == [epochs]
     assert [r["epoch"] for r in read_loss_summary(out / "loss_summary.txt")] == list(range(1, epochs + 1))
-    # a 2-D BasicUNet, loaded strictly
+    # a 2-D BasicUNet, loaded strictly, and through load_pretrained (unchanged for 2-D) into 3 classes
     _tiny_unet_2d().load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))
+    from monai_cover import load_pretrained
+
+    net = _tiny_unet_2d(out_channels=3)
+    loaded = load_pretrained(net, out, exclude=r"^final_conv\.")
+    assert len(loaded.loaded) == len(net.state_dict()) - 2 and not loaded.missing and not loaded.mismatched
+    from monai.networks.nets import BasicUNet
+
+    wider = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(8, 8, 16, 16, 32, 8))
+    with pytest.raises(Exception, match="features"):
+        load_pretrained(wider, out)
     ckpt = torch.load(out / "checkpoints" / f"checkpoint_epoch={epochs}.pt", weights_only=True)
     assert ckpt["trainer"]["epoch_length"] == 4  # 4 training images, batch 1
     # the pretext metrics of the 3-D bundle, on the held-out picture
