@@ -12,6 +12,9 @@
   each), searched recursively. Other files (a PNG, a ``.txt``) are not volumes: they are listed in
   ``info["ignored"]`` with the reason, never dropped without a word.
 
+The 2-D bundles pass ``spatial_dims=2``: a folder is then searched with :py:func:`find_images` (pictures, single-file
+DICOM, 2-D NIfTI and 3-D volume files, each file one item) and the demo is the 2-D one.
+
 A datalist JSON with a ``validation`` key uses it as it is, even an empty list (validate on nothing). Without
 one, the last ``val_fraction`` of the volumes (sorted by path; at least one when there are two or more) is held
 out, and ``info["split"]`` says so.
