@@ -3,9 +3,9 @@
 
 - :py:class:`RandSlice` / :py:class:`RandSliced`: a random 2-D slice of a 3-D volume along one axis, drawn among the
   slices with enough foreground (a 2-D input passes through), ``num_samples`` slices per call;
-- :py:class:`SqueezeSpatiald`: drop trailing size-1 spatial axes (a single-frame DICOM read as ``X x Y x 1``);
-- :py:class:`ToGrayscaled`: RGB/RGBA/LA pictures to one luminance channel (ITU-R 601, as PIL's ``"L"``);
-- :py:class:`InvertMonochrome1d`: MONOCHROME1 radiographs (high values dark) to MONOCHROME2, once;
+- :py:class:`SqueezeSpatial` / ``d``: drop trailing size-1 spatial axes (a single-frame DICOM read as ``X x Y x 1``);
+- :py:class:`ToGrayscale` / ``d``: RGB/RGBA/LA pictures to one luminance channel (ITU-R 601, as PIL's ``"L"``);
+- :py:class:`InvertMonochrome1` / ``d``: MONOCHROME1 radiographs (high values dark) to MONOCHROME2, once;
 - :py:class:`ApplyBySpatialDimsd`: run a transform only on images with a given number of spatial axes (a 2-D run
   resizes its pictures but resamples the volumes it slices).
 """
@@ -24,10 +24,13 @@ from monai.utils import TransformBackends
 __all__ = [
     "MONOCHROME1_HANDLED",
     "ApplyBySpatialDimsd",
+    "InvertMonochrome1",
     "InvertMonochrome1d",
     "RandSlice",
     "RandSliced",
+    "SqueezeSpatial",
     "SqueezeSpatiald",
+    "ToGrayscale",
     "ToGrayscaled",
     "foreground_slices",
     "photometric_interpretation",
@@ -210,33 +213,45 @@ class RandSliced(Randomizable, MapTransform):
         return outs if n > 1 else outs[0]
 
 
-class SqueezeSpatiald(MapTransform):
+class SqueezeSpatial(Transform):
     """Drop size-1 spatial axes from the end while the image has more than ``spatial_dims`` of them: a single-frame
-    DICOM or a one-slice NIfTI read as ``(C, X, Y, 1)`` becomes ``(C, X, Y)``; real volumes are left alone."""
+    DICOM or a one-slice NIfTI read as ``(C, X, Y, 1)`` becomes ``(C, X, Y)`` (a MetaTensor keeps its meta, with the
+    affine of the remaining axes); real volumes are left alone."""
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
+    def __init__(self, spatial_dims: int = 2) -> None:
+        self.spatial_dims = int(spatial_dims)
+
+    def __call__(self, img):
+        while _spatial_axes(img) > self.spatial_dims and img.shape[-1] == 1:
+            if isinstance(img, MetaTensor):
+                n = _spatial_axes(img)
+                affine = np.asarray(img.affine, dtype=np.float64)
+                new = np.eye(n)
+                new[: n - 1, : n - 1] = affine[: n - 1, : n - 1]
+                new[: n - 1, -1] = affine[: n - 1, -1]
+                meta = dict(img.meta)
+                meta["affine"] = torch.as_tensor(new)
+                img = MetaTensor(img.as_tensor()[..., 0], meta=meta)
+            else:
+                img = img[..., 0]
+        return img
+
+
+class SqueezeSpatiald(MapTransform):
+    """Dictionary form of :py:class:`SqueezeSpatial`."""
+
+    backend = SqueezeSpatial.backend
+
     def __init__(self, keys: KeysCollection, spatial_dims: int = 2, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.spatial_dims = int(spatial_dims)
+        self.squeeze = SqueezeSpatial(spatial_dims)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            while _spatial_axes(img) > self.spatial_dims and img.shape[-1] == 1:
-                if isinstance(img, MetaTensor):
-                    n = _spatial_axes(img)
-                    affine = np.asarray(img.affine, dtype=np.float64)
-                    new = np.eye(n)
-                    new[: n - 1, : n - 1] = affine[: n - 1, : n - 1]
-                    new[: n - 1, -1] = affine[: n - 1, -1]
-                    meta = dict(img.meta)
-                    meta["affine"] = torch.as_tensor(new)
-                    img = MetaTensor(img.as_tensor()[..., 0], meta=meta)
-                else:
-                    img = img[..., 0]
-            d[key] = img
+            d[key] = self.squeeze(d[key])
         return d
 
 
@@ -252,55 +267,79 @@ def photometric_interpretation(img) -> str:
     return str(value or "").strip().upper()
 
 
-class InvertMonochrome1d(MapTransform):
-    """Invert MONOCHROME1 images (DICOM radiographs whose high values are dark) to the usual MONOCHROME2 sense:
+class InvertMonochrome1(Transform):
+    """Invert a MONOCHROME1 image (a DICOM radiograph whose high values are dark) to the usual MONOCHROME2 sense:
     ``x -> min + max - x`` over the image (its range kept). An image is inverted once: readers built on GDCM
     (SimpleITK, ITK) already present MONOCHROME1 files inverted, and :py:class:`~monai_cover.data.SimpleITKReader`
     records that in ``meta["monochrome1_inverted"]`` (:py:data:`MONOCHROME1_HANDLED`), which this transform sets
     too; MONAI's ``PydicomReader`` returns the stored values, which are inverted here. Images without the tag
-    (PNG, NIfTI, MONOCHROME2) are left unchanged."""
+    (PNG, NIfTI, MONOCHROME2, plain tensors) are returned unchanged."""
 
     backend = [TransformBackends.TORCH]
+
+    def __call__(self, img):
+        if photometric_interpretation(img) != "MONOCHROME1" or not isinstance(img, MetaTensor):
+            return img
+        if bool(img.meta.get(MONOCHROME1_HANDLED, False)):
+            return img
+        t = img.as_tensor()
+        out = MetaTensor(t.max() + t.min() - t, meta=dict(img.meta))
+        out.meta[MONOCHROME1_HANDLED] = True
+        return out
+
+
+class InvertMonochrome1d(MapTransform):
+    """Dictionary form of :py:class:`InvertMonochrome1`."""
+
+    backend = InvertMonochrome1.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.invert = InvertMonochrome1()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            if photometric_interpretation(img) != "MONOCHROME1" or not isinstance(img, MetaTensor):
-                continue
-            if bool(img.meta.get(MONOCHROME1_HANDLED, False)):
-                continue
-            t = img.as_tensor()
-            out = MetaTensor(t.max() + t.min() - t, meta=dict(img.meta))
-            out.meta[MONOCHROME1_HANDLED] = True
-            d[key] = out
+            d[key] = self.invert(d[key])
         return d
 
 
-class ToGrayscaled(MapTransform):
-    """Pictures with 2, 3 or 4 channels (grey + alpha, RGB, RGBA) to one luminance channel: ``0.299 R + 0.587 G +
-    0.114 B`` (ITU-R 601, what PIL's ``convert("L")`` computes), alpha dropped. One channel is left as it is; other
-    channel counts raise ``ValueError`` naming the key and the file."""
+class ToGrayscale(Transform):
+    """A picture with 2, 3 or 4 channels (grey + alpha, RGB, RGBA) to one luminance channel: ``0.299 R + 0.587 G +
+    0.114 B`` (ITU-R 601, what PIL's ``convert("L")`` computes), alpha dropped. One channel is returned as it is;
+    other channel counts raise ``ValueError`` naming the file."""
 
     backend = [TransformBackends.TORCH]
+
+    def __call__(self, img, name: str = "image"):
+        c = int(img.shape[0])
+        if c == 1:
+            return img
+        if c not in (2, 3, 4):
+            source = (getattr(img, "meta", None) or {}).get("filename_or_obj", "?")
+            raise ValueError(f"ToGrayscale: {name!r} of {source!r} has {c} channels; expected 1 to 4.")
+        t = torch.as_tensor(img).float()
+        if c == 2:
+            grey = t[:1]
+        else:
+            w = torch.tensor(_LUMA, dtype=t.dtype).reshape(3, *([1] * (t.ndim - 1)))
+            grey = (t[:3] * w).sum(0, keepdim=True)
+        return MetaTensor(grey, meta=dict(img.meta)) if isinstance(img, MetaTensor) else grey
+
+
+class ToGrayscaled(MapTransform):
+    """Dictionary form of :py:class:`ToGrayscale` (errors name the key)."""
+
+    backend = ToGrayscale.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.grey = ToGrayscale()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            c = int(img.shape[0])
-            if c == 1:
-                continue
-            if c not in (2, 3, 4):
-                name = getattr(img, "meta", {}).get("filename_or_obj", "?")
-                raise ValueError(f"ToGrayscaled: {key!r} of {name!r} has {c} channels; expected 1 to 4.")
-            t = torch.as_tensor(img).float()
-            if c == 2:
-                grey = t[:1]
-            else:
-                w = torch.tensor(_LUMA, dtype=t.dtype).reshape(3, *([1] * (t.ndim - 1)))
-                grey = (t[:3] * w).sum(0, keepdim=True)
-            d[key] = MetaTensor(grey, meta=dict(img.meta)) if isinstance(img, MetaTensor) else grey
+            d[key] = self.grey(d[key], name=str(key))
         return d
 
 

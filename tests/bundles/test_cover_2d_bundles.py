@@ -25,6 +25,7 @@ from conftest import (
     bundle_args,
     bundle_run,
     checkpoint_epochs,
+    read_events,
     run_until_checkpoint,
     write_volumes,
 )
@@ -123,6 +124,10 @@ def test_png_folder_pretrain_killed_and_resumed(png_run):
     assert metrics and {"val_ddf_epe", "val_epe_ratio", "val_nn_correspondence", "val_feature_rank",
                         "val_feature_cosine", "val_overlap_cosine"} <= set(metrics[-1])  # fmt: skip
     assert 0 < metrics[-1]["val_epe_ratio"] < 3 and 0 < metrics[-1]["val_feature_rank"] <= 8
+    # TensorBoard: the loss, the learning rate, the pretext metrics and the validation pictures, in 2-D
+    events = read_events(out / "logs")
+    assert {"train_loss", "learning_rate", "val_epe_ratio", "val_feature_rank"} <= set(events.Tags()["scalars"])
+    assert {"val_images/view_a", "val_images/ddf_pred_magnitude"} <= set(events.Tags()["images"])
     # the output is a bundle on its own: configs/train.json is the 3-D base merged with the 2-D override
     merged = json.loads((out / "configs" / "train.json").read_text())
     assert merged["network_def"]["spatial_dims"] == 2 and merged["patch_size"] == [96, 96]

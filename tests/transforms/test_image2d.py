@@ -16,11 +16,14 @@ from monai.transforms import Compose, LoadImage
 from monai_cover.transforms import (
     MONOCHROME1_HANDLED,
     ApplyBySpatialDimsd,
+    InvertMonochrome1,
     InvertMonochrome1d,
     RandSlice,
     RandSliced,
     ScaleIntensityByModalityd,
+    SqueezeSpatial,
     SqueezeSpatiald,
+    ToGrayscale,
     ToGrayscaled,
     foreground_slices,
     photometric_interpretation,
@@ -110,6 +113,7 @@ def test_squeeze_spatial():
     assert out.shape == (1, 6, 7) and np.allclose(out.affine.numpy(), np.diag([0.5, 0.7, 1.0]))
     vol = torch.rand(1, 6, 7, 3)
     assert SqueezeSpatiald("image")({"image": vol})["image"].shape == (1, 6, 7, 3)
+    assert SqueezeSpatial(2)(torch.rand(1, 6, 7, 1, 1)).shape == (1, 6, 7)
 
 
 def test_to_grayscale_luma_alpha_and_refusal():
@@ -122,8 +126,9 @@ def test_to_grayscale_luma_alpha_and_refusal():
     assert torch.allclose(ToGrayscaled("image")({"image": rgba})["image"], grey)
     one = torch.rand(1, 3, 3)
     assert ToGrayscaled("image")({"image": one})["image"] is one
-    with pytest.raises(ValueError, match="5 channels"):
+    with pytest.raises(ValueError, match="'image' of '\\?' has 5 channels"):
         ToGrayscaled("image")({"image": torch.rand(5, 3, 3)})
+    assert torch.allclose(ToGrayscale()(rgb), grey)  # the array form
 
 
 def test_invert_monochrome1_once():
@@ -138,6 +143,8 @@ def test_invert_monochrome1_once():
     pydicom_style = MetaTensor(values.clone(), meta={"00280004": {"vr": "CS", "Value": ["MONOCHROME1"]}})
     assert photometric_interpretation(pydicom_style) == "MONOCHROME1"
     assert InvertMonochrome1d("image")({"image": pydicom_style})["image"][0, 0, 0] == 4095.0
+    assert InvertMonochrome1()(MetaTensor(values.clone(), meta={"0028|0004": "MONOCHROME1"})).tolist() == out.tolist()
+    assert InvertMonochrome1()(values) is values  # a plain tensor has no tag
     mono2 = MetaTensor(values.clone(), meta={"0028|0004": "MONOCHROME2"})
     assert torch.equal(InvertMonochrome1d("image")({"image": mono2})["image"], values)
 
