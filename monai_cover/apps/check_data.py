@@ -4,10 +4,13 @@
     python -m monai_cover.apps.check_data PATH_OR_DATALIST [--patch_size 96 96 96] [--spacing 1.5 1.5 1.5]
         [--margin 1.5] [--on_bad_file error|skip] [--nonfinite error|replace] [--pad_small] [--labels]
         [--num_classes 8] [--modality CT] [--val_fraction 0.2] [--output_dir DIR] [--num_workers 4]
+        [--spatial_dims 2 [--slice_volumes auto|always|never] [--slice_axis 2]]
 
 ``PATH_OR_DATALIST`` is what the bundles take as ``--dataset_dir``: a folder of volumes, a datalist JSON, a folder
 holding ``dataset.json``, a Decathlon folder (empty string: the embedded demo). The defaults are those of the
 ``cover_pretrain_3d`` bundle (2 mm, 32^3 patches, margin 1.5); pass the values you will train with.
+``--spatial_dims 2`` checks as the 2-D bundles do (pictures, single-file DICOM, 2-D NIfTI, volumes to slice; no
+resampling or patch-size check; RGB reported as converted to grey).
 
 It runs :py:func:`monai_cover.data.check_datalist` (the check every bundle runs before training): each file is read
 by the reader the pipeline uses (nibabel for NIfTI, SimpleITK for NRRD/MetaImage/DICOM series), completely
@@ -59,10 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", default=".", help="where data_report.json/.md are written")
     parser.add_argument("--num_workers", type=int, default=0, help="threads reading files")
     parser.add_argument("--cache_dir", default=None, help="where the embedded demo writes its NIfTI copies")
+    parser.add_argument("--spatial_dims", type=int, choices=(2, 3), default=3, help="2: as the 2-D bundles")
+    parser.add_argument("--slice_volumes", choices=("auto", "always", "never"), default="auto", help="2-D only")
+    parser.add_argument("--slice_axis", type=int, choices=(0, 1, 2), default=2, help="2-D only")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    from monai_cover.data import DataCheckError, check_datalist, get_datalist
+    from monai_cover.data import DataCheckError, check_datalist, get_datalist, image_readers_2d
 
     try:
         patch = _ints_or_floats(args.patch_size, int)
@@ -77,10 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_fraction=args.val_fraction,
             labels=args.labels,
             modality=args.modality,
+            spatial_dims=args.spatial_dims,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    two_d = {}
+    if args.spatial_dims == 2:
+        two_d = dict(readers=image_readers_2d(), spatial_dims=2, axcodes=None, slice_axis=args.slice_axis,
+                     slice_volumes="never" if args.labels else args.slice_volumes, to_gray=True)  # fmt: skip
+        spacing, patch, crop = None, None, None
     try:
         check_datalist(
             datalist,
@@ -89,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spacing=spacing,
             patch_size=patch,
             crop_size=crop if not args.labels else patch,
+            **two_d,
             pad_small=args.pad_small,
             on_bad_file=args.on_bad_file,
             nonfinite=args.nonfinite,

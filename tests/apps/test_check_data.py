@@ -37,3 +37,25 @@ def test_check_data_command(tmp_path, capsys):
                            "1 unreadable); 2 other file(s) ignored (not volumes)")  # fmt: skip
     assert printed[-1].startswith("report: ")
     assert main(["/no/such/folder"]) == 2
+
+
+def test_check_data_2d(tmp_path, capsys):
+    """``--spatial_dims 2``: pictures and a volume among them, as the 2-D bundles check them."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "pictures"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((30, 40)) * 255).astype(np.uint8)).save(data / f"p{i}.png")
+    Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(data / "rgb.png")
+    nib.save(nib.Nifti1Image(rng.random((20, 22, 12)).astype(np.float32), np.eye(4)), str(data / "vol.nii.gz"))
+    out = tmp_path / "report"
+    assert main([str(data), "--output_dir", str(out), "--spatial_dims", "2"]) == 1
+    assert "vol.nii.gz: volume_among_images" in capsys.readouterr().err
+    assert main([str(data), "--output_dir", str(out), "--spatial_dims", "2", "--slice_volumes", "always"]) == 0
+    report = json.loads((out / "data_report.json").read_text())
+    notes = {it["name"]: [n["code"] for n in it["notes"]] for it in report["items"]}
+    assert notes == {"p0.png": [], "p1.png": [], "rgb.png": ["to_gray"], "vol.nii.gz": ["sliced"]}
