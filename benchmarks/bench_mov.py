@@ -12,8 +12,9 @@ the median time of the forward (under ``no_grad``) and of forward + backward (``
 ``VmHWM - VmRSS`` after resetting ``VmHWM`` through ``/proc/self/clear_refs``; on CUDA as
 ``max_memory_allocated - memory_allocated`` around the call.
 
-Targets (project issue 3): at (2, 32, 32^3) with 4 heads and at (1, 8, 64^3) with 1 head, forward + backward
-at least 2x faster and its transient peak at most 0.25x that of the loop.
+Targets (project issue 12, raised from issue 3's 2x and 0.25x): at (2, 32, 32^3) with 4 heads and at
+(1, 8, 64^3) with 1 head, forward + backward at least 5x faster and its transient peak at most 0.1x that of the
+loop. With no arguments it runs in about 2 minutes on a quiet 2-core CPU (1 min 45 s measured on 2026-11-30).
 
 ``--backend`` picks which of the library's backends is "ours" (``auto``: Triton on CUDA when triton is installed,
 the PyTorch op elsewhere; see ``monai_cover.networks.blocks.select_backend``); the header says which one ran.
@@ -51,7 +52,7 @@ from monai_cover.networks.blocks import MixtureOfVectors, select_backend  # noqa
 SHAPES = [((2, 32, 32, 32, 32), 4), ((2, 32, 16, 16, 16), 4), ((1, 8, 64, 64, 64), 1)]
 QUICK_SHAPES = [((1, 16, 12, 12, 12), 2), ((1, 8, 16, 16, 16), 1)]
 TARGET_SHAPES = {((2, 32, 32, 32, 32), 4), ((1, 8, 64, 64, 64), 1)}
-SPEED_TARGET, MEMORY_TARGET = 2.0, 0.25
+SPEED_TARGET, MEMORY_TARGET = 5.0, 0.1
 RADIUS = 2
 
 
