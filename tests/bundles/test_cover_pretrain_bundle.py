@@ -213,7 +213,7 @@ def test_torchrun_two_nodes_c10d(tmp_path):
                                       cwd=str(tmp_path), env=subprocess_env(), stdout=logs[-1],
                                       stderr=subprocess.STDOUT, text=True))
     try:
-        codes = [p.wait(timeout=600) for p in procs]
+        codes = [p.wait(timeout=300) for p in procs]
     finally:
         for p, log in zip(procs, logs):
             if p.poll() is None:
