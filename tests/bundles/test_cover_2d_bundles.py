@@ -226,6 +226,21 @@ def test_slices_of_a_nifti_folder_pretrain(tmp_path):
     _tiny_unet_2d().load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))
 
 
+@pytest.mark.parametrize("method", ["voxel_infonce", "pcrlv2", "voco"])
+def test_2d_baseline_methods(method, tmp_path):
+    """Every baseline pretrains in 2D through the same override file; the weights are a stock 2D BasicUNet."""
+    data = write_pngs(tmp_path / "pngs", n=4, rgb=False)
+    out = tmp_path / "out"
+    proc = bundle_run(PRE_CONFIGS, PRETRAIN_2D, out, *TINY_2D, "--dataset_dir", str(data), "--epochs", "1",
+                      "--method", method)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    _tiny_unet_2d().load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))  # strict keys
+    rows = read_loss_summary(out / "loss_summary.txt")
+    assert [r["epoch"] for r in rows] == [1] and method in (out / "loss_summary.txt").read_text()
+    ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert any(k.startswith("loss.") for k in ckpt["model"]), "the loss's heads are not checkpointed"
+
+
 def test_3d_file_in_a_png_folder_is_named(tmp_path):
     data = write_pngs(tmp_path / "pngs", n=3, rgb=False)
     vol = np.random.default_rng(0).random((20, 22, 12)).astype(np.float32)
@@ -381,5 +396,6 @@ def test_2d_overrides_checked_before_anything_runs():
         check("--slice_volumes", "sometimes")
     with pytest.raises(OverrideError, match="did you mean --slice_axis"):
         check("--slice_axes", "1")
-    with pytest.raises(OverrideError, match="--method 'pcrlv2'"):
-        check("--method", "pcrlv2")
+    assert check("--method", "pcrlv2")  # every baseline runs in 2D
+    with pytest.raises(OverrideError, match="--method 'simclr'"):
+        check("--method", "simclr")
