@@ -66,6 +66,8 @@ CONFIGS = {
 }
 #: the library's default objective (CoverLoss()), chosen on the study above
 CONFIGS["default"] = (dict(), dict(), 1e-3)
+#: the same objective at the 3D bundle's former learning rate
+CONFIGS["default_lr3e-4"] = (dict(), dict(), 3e-4)
 
 
 def load_images(track: str, data_dir: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
