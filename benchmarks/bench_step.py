@@ -150,29 +150,26 @@ def main() -> None:
                       "reference": torch.optim.Adam(ref.parameters(), lr=1e-4)}
     losses: dict[str, list[float]] = {"ours": [], "reference": []}
 
-    def full_step() -> float:
-        net.zero_grad(set_to_none=True)
+    def cover_step(name: str, network: CoverNet, views: tuple, context) -> float:
+        """One timed step of ``network`` (forward under ``context``, loss, backward, the Adam step if any); the loss
+        is kept in ``losses[name]``."""
+        network.zero_grad(set_to_none=True)
         sync(device)
         start = time.perf_counter()
-        with autocast():
-            loss = loss_fn(net(view_a, view_b), target)
+        with context():
+            loss = loss_fn(network(*views), target)
         loss.backward()
         if optimizers:
-            optimizers["ours"].step()
+            optimizers[name].step()
         sync(device)
-        losses["ours"].append(float(loss.detach()))
+        losses[name].append(float(loss.detach()))
         return time.perf_counter() - start
 
-    def reference_step() -> float:
-        ref.zero_grad(set_to_none=True)
-        sync(device)
-        start = time.perf_counter()
-        loss = loss_fn(ref(*ref_views), target)
-        loss.backward()
-        optimizers["reference"].step()
-        sync(device)
-        losses["reference"].append(float(loss.detach()))
-        return time.perf_counter() - start
+    def full_step() -> float:
+        return cover_step("ours", net, (view_a, view_b), autocast)
+
+    def reference_step() -> float:  # always float32
+        return cover_step("reference", ref, ref_views, nullcontext)
 
     def backbone_step() -> float:
         net.zero_grad(set_to_none=True)
