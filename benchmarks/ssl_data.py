@@ -98,8 +98,10 @@ def load_pool_and_task(datalist: dict, data_dir: Path, cfg: dict) -> tuple[list,
 def foreground_slices(volume: torch.Tensor, axis: int, min_pixels: float, threshold: float = 0.1) -> list[int]:
     """Indices along spatial ``axis`` of ``volume`` ``(1, *S)`` whose slice has more than ``min_pixels`` pixels above
     ``threshold`` (the images are scaled to [0, 1]): the rule that keeps empty and nearly empty slices out."""
-    counts = (volume[0] > threshold).movedim(axis, 0).flatten(1).sum(1)
-    return [int(i) for i in torch.nonzero(counts > min_pixels).flatten()]
+    from monai_cover.transforms import foreground_slices as fraction_rule  # the 2D bundles' rule, as a fraction
+
+    area = volume[0].numel() // volume.shape[axis + 1]
+    return [int(i) for i in fraction_rule(volume, axis, float(min_pixels) / area, threshold)]
 
 
 def slice_pool_and_task(pool: list, image: torch.Tensor, label: torch.Tensor, cfg: dict) -> tuple[list, dict]:
