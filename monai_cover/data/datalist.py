@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
@@ -68,6 +69,21 @@ def _why_not_a_volume(path: Path) -> str:
     return f"not a volume file ({suffix}; volumes are {', '.join(VOLUME_SUFFIXES)} or DICOM series folders)"
 
 
+def _walk_visible(folder: str | os.PathLike) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk`` of the dataset folder ``folder`` in sorted order with hidden folders skipped: ``(folder, its
+    subfolders, its file names)``; emptying the yielded subfolder list skips them.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder (when the iteration starts).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield Path(dirpath), dirnames, sorted(filenames)
+
+
 def find_volumes(folder: str | os.PathLike, ignored: list[dict] | None = None) -> list[str]:
     """Sorted paths of the volumes under ``folder``: image files with :py:data:`VOLUME_SUFFIXES` and
     folders that directly hold ``.dcm``/``.ima`` files (each read as one DICOM series).
@@ -77,18 +93,13 @@ def find_volumes(folder: str | os.PathLike, ignored: list[dict] | None = None) -
         ignored: when given, every other file is appended as ``{"path": ..., "reason": ...}`` (a PNG, a ``.txt``,
             ...), except the data files of ``.mhd``/``.nhdr`` headers and datalist JSON files.
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
+    root, found = Path(folder), []
+    for here, dirnames, filenames in _walk_visible(root):
         if here != root and _is_dicom_dir(here):
             found.append(str(here))
             dirnames[:] = []
             continue
-        for f in sorted(filenames):
+        for f in filenames:
             path = here / f
             if _is_volume(path):
                 found.append(str(path))
@@ -104,14 +115,10 @@ def find_images(folder: str | os.PathLike, ignored: list[dict] | None = None) ->
     that the 2-D bundles slice). ``ignored`` as :py:func:`find_volumes`."""
     from monai_cover.data.readers import IMAGE_2D_SUFFIXES
 
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            path = Path(dirpath) / f
+    for here, _, filenames in _walk_visible(folder):
+        for f in filenames:
+            path = here / f
             name = f.lower()
             if not f.startswith(".") and (name.endswith(IMAGE_2D_SUFFIXES) or name.endswith(VOLUME_SUFFIXES)):
                 found.append(str(path))
