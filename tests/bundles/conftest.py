@@ -223,6 +223,20 @@ def read_events(log_dir: Path):
 KILLED_EPOCHS = 50
 
 
+def kill_and_resume(config_files: list[Path], bundle_root: Path, out: Path, common: list[str], work: Path,
+                    log_name: str) -> tuple[subprocess.CompletedProcess, list[int], int, subprocess.CompletedProcess]:
+    """Run the bundle for ``KILLED_EPOCHS`` epochs, SIGKILL it once ``checkpoints/checkpoint_epoch=1.pt`` is whole
+    (:py:func:`run_until_checkpoint`, output in ``work/log_name``), then run it again to one epoch past its newest
+    complete checkpoint: ``(first, killed_at, epochs, second)``, ``killed_at`` the epochs of the checkpoints the
+    killed run left, ``epochs`` the resumed run's ``--epochs``."""
+    args = bundle_args(config_files, bundle_root, out, *common, "--epochs", str(KILLED_EPOCHS))
+    first = run_until_checkpoint(args, work, out / "checkpoints" / "checkpoint_epoch=1.pt", work / log_name)
+    killed_at = checkpoint_epochs(out / "checkpoints")
+    epochs = (killed_at[-1] if killed_at else 1) + 1
+    second = bundle_run(config_files, bundle_root, out, *common, "--epochs", str(epochs), cwd=work)
+    return first, killed_at, epochs, second
+
+
 @pytest.fixture(scope="session")
 def pretrain_run(tmp_path_factory):
     """A pretraining run on a folder of small volumes, SIGKILLed once ``checkpoints/checkpoint_epoch=1.pt`` is
@@ -236,11 +250,7 @@ def pretrain_run(tmp_path_factory):
     before = snapshot(PRETRAIN)
     config = [PRETRAIN / "configs" / "train.json"]
     common = [*TINY_PRETRAIN, "--dataset_dir", str(data), "--ckpt_n_saved", "1"]
-    args = bundle_args(config, PRETRAIN, out, *common, "--epochs", str(KILLED_EPOCHS))
-    first = run_until_checkpoint(args, work, out / "checkpoints" / "checkpoint_epoch=1.pt", work / "killed_run.log")
-    killed_at = checkpoint_epochs(out / "checkpoints")
-    epochs = (killed_at[-1] if killed_at else 1) + 1
-    second = bundle_run(config, PRETRAIN, out, *common, "--epochs", str(epochs), cwd=work)
+    first, killed_at, epochs, second = kill_and_resume(config, PRETRAIN, out, common, work, "killed_run.log")
     return {
         "output_dir": out,
         "first": first,

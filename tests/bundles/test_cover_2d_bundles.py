@@ -22,11 +22,10 @@ from conftest import (
     KILLED_EPOCHS,
     PRETRAIN,
     TINY_FEATURES,
-    bundle_args,
     bundle_run,
     checkpoint_epochs,
+    kill_and_resume,
     read_events,
-    run_until_checkpoint,
     write_volumes,
 )
 from PIL import Image
@@ -85,11 +84,7 @@ def png_run(tmp_path_factory):
     data = write_pngs(work / "pngs")
     out = work / "cover_pretrain_2d"
     common = [*TINY_2D, "--dataset_dir", str(data), "--ckpt_n_saved", "1"]
-    args = bundle_args(PRE_CONFIGS, PRETRAIN_2D, out, *common, "--epochs", str(KILLED_EPOCHS))
-    first = run_until_checkpoint(args, work, out / "checkpoints" / "checkpoint_epoch=1.pt", work / "killed.log")
-    killed_at = checkpoint_epochs(out / "checkpoints")
-    epochs = (killed_at[-1] if killed_at else 1) + 1
-    second = bundle_run(PRE_CONFIGS, PRETRAIN_2D, out, *common, "--epochs", str(epochs), cwd=work)
+    first, killed_at, epochs, second = kill_and_resume(PRE_CONFIGS, PRETRAIN_2D, out, common, work, "killed.log")
     return {"output_dir": out, "first": first, "second": second, "killed_at": killed_at, "epochs": epochs,
             "data": data}  # fmt: skip
 
