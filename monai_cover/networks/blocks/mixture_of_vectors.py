@@ -59,9 +59,9 @@ BACKEND_ENV = "MONAI_COVER_MOV_BACKEND"
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 #: bytes allowed for one ``(B, num_heads, chunk, *S)`` logits buffer when ``chunk_size`` is not given.
-_BUFFER_BUDGET = 24 * 2**20
+_BUFFER_BUDGET = 8 * 2**20
 #: below this many bytes of ``query`` the per-offset logits use product + sum instead of a channel chain.
-_PRODUCT_IN_CACHE = 2 * 2**20
+_PRODUCT_IN_CACHE = 2**19
 
 
 def _boxes(offset: tuple[int, ...], spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -71,11 +71,17 @@ def _boxes(offset: tuple[int, ...], spatial: tuple[int, ...]) -> tuple[tuple[sli
     return qs, ks
 
 
-def _offset_chunks(radius: int, ndim: int, chunk: int) -> list[tuple[int, list[tuple[int, ...]]]]:
-    """``(start, offsets)`` chunks of the 'ij'-ordered offsets; the chunk holding the zero offset comes first."""
-    offsets = list(itertools.product(range(-radius, radius + 1), repeat=ndim))
-    chunks = [(i, offsets[i : i + chunk]) for i in range(0, len(offsets), chunk)]
-    first = (len(offsets) // 2) // chunk
+def _offset_chunks(radius: int, ndim: int, groups_per_chunk: int) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """``(start, prefixes)`` chunks of offset *groups*, the chunk holding the zero offset first.
+
+    A group is the ``2r + 1`` offsets that share their first ``ndim - 1`` components (the ``prefix``) and run over
+    ``-r..r`` on the last axis; group ``g`` holds the 'ij'-ordered offsets ``g * (2r + 1) ... (g + 1) * (2r + 1) - 1``
+    and ``start`` is the index of a chunk's first offset.
+    """
+    width = 2 * radius + 1
+    prefixes = list(itertools.product(range(-radius, radius + 1), repeat=ndim - 1))
+    chunks = [(i * width, prefixes[i : i + groups_per_chunk]) for i in range(0, len(prefixes), groups_per_chunk)]
+    first = (len(prefixes) // 2) // groups_per_chunk
     return [chunks[first]] + chunks[:first] + chunks[first + 1 :]
 
 
@@ -86,59 +92,96 @@ def _offset_table(radius: int, ndim: int, like: torch.Tensor) -> torch.Tensor:
     return torch.cat([grid, torch.ones_like(grid[:, :1])], 1)
 
 
-def _logits(
-    buf: torch.Tensor, qh: torch.Tensor, kh: torch.Tensor, offsets: list[tuple[int, ...]], spatial: tuple[int, ...]
-) -> None:
-    """``buf[:, :, j] = <qh(p), kh(p + o_j)>`` on the valid sub-box and ``-inf`` elsewhere.
+def _pad_last(key: torch.Tensor, radius: int, scale: float) -> torch.Tensor:
+    """``scale * key`` zero-padded by ``radius`` on the last axis (one pass; the margins are the only zero fill)."""
+    kpad = key.new_empty(*key.shape[:-1], key.shape[-1] + 2 * radius)
+    kpad[..., :radius].zero_()
+    kpad[..., -radius:].zero_()
+    torch.mul(key, scale, out=kpad[..., radius:-radius])
+    return kpad
 
-    ``qh`` and ``kh`` are ``(B, head_dim, heads, *S)``, ``buf`` is ``(B, heads, len(offsets), *S)``.
+
+def _key_box(kpad: torch.Tensor, ks: tuple[slice, ...], radius: int) -> tuple[slice, ...]:
+    """Index of the key sub-box ``ks`` (slices of the unpadded image) inside the last-axis padded ``kpad``."""
+    last = slice(ks[-1].start + radius, ks[-1].stop + radius)
+    return (slice(None),) * 3 + ks[:-1] + (last,)
+
+
+def _logits(
+    buf: torch.Tensor,
+    qh: torch.Tensor,
+    kpad: torch.Tensor,
+    prefixes: list[tuple[int, ...]],
+    radius: int,
+    shift: torch.Tensor | None = None,
+) -> None:
+    """``buf[:, :, j] = <qh(p), k(p + o_j)> - shift(p)`` where ``p + o_j`` is inside the image, ``-inf`` elsewhere.
+
+    ``qh`` is ``(B, head_dim, heads, *S)``, ``kpad`` the scaled key padded on the last axis (:func:`_pad_last`),
+    ``buf`` ``(B, heads, len(prefixes) * (2r + 1), *S)`` and ``shift`` ``(B, heads, *S)`` or ``None``. A group (one
+    prefix and its ``2r + 1`` last-axis offsets) takes one operation per channel: the key is read through an
+    ``unfold`` window of the padded last axis; the products with the zero padding are overwritten with ``-inf``
+    afterwards, for the whole chunk at once.
     """
-    lead = (slice(None),) * 3
-    # small volumes: one product + channel sum per offset (fewer launches, the temporary stays in cache);
-    # large ones: a multiply-accumulate chain over the channels (no temporary of size C * N)
+    spatial = tuple(qh.shape[3:])
+    width, lead, inf = 2 * radius + 1, (slice(None),) * 3, float("-inf")
     chained = qh.numel() * qh.element_size() > _PRODUCT_IN_CACHE
-    for j, o in enumerate(offsets):
-        qs, ks = _boxes(o, spatial)
-        plane = buf[:, :, j]
-        for axis, (o_a, s_a) in enumerate(zip(o, spatial)):  # -inf on the shell whose neighbour is outside
+    for g, prefix in enumerate(prefixes):
+        block = buf[:, :, g * width : (g + 1) * width]
+        qs, ks = _boxes(prefix, spatial[:-1])
+        for axis, (o_a, s_a) in enumerate(zip(prefix, spatial)):  # the group's shells on the leading axes
             if o_a:
                 shell = slice(s_a - o_a, None) if o_a > 0 else slice(0, -o_a)
-                plane[(slice(None),) * (2 + axis) + (shell,)] = float("-inf")
-        out = plane[(slice(None), slice(None)) + qs]
-        if not chained:
-            torch.sum(qh[lead + qs] * kh[lead + ks], 1, out=out)
-            continue
-        q_ch = qh[lead + qs].unbind(1)
-        k_ch = kh[lead + ks].unbind(1)
-        torch.mul(q_ch[0], k_ch[0], out=out)
-        for q_c, k_c in zip(q_ch[1:], k_ch[1:]):
-            out.addcmul_(q_c, k_c)
+                block[(slice(None),) * (3 + axis) + (shell,)].fill_(inf)
+        out = block[lead + qs].movedim(2, -1)  # (B, heads, *sub, W, width)
+        q_box = qh[lead + qs].unsqueeze(-1)
+        k_box = kpad[lead + ks].unfold(-1, width, 1)  # k_box[..., w, j] = k[..., w + j - r]
+        neg = None if shift is None else shift[(slice(None),) * 2 + qs].unsqueeze(-1).neg()
+        if chained:
+            q_ch, k_ch = q_box.unbind(1), k_box.unbind(1)
+            if neg is None:
+                torch.mul(q_ch[0], k_ch[0], out=out)
+            else:
+                torch.addcmul(neg, q_ch[0], k_ch[0], out=out)
+            for q_c, k_c in zip(q_ch[1:], k_ch[1:]):
+                out.addcmul_(q_c, k_c)
+        else:
+            torch.sum(q_box * k_box, 1, out=out)
+            if neg is not None:
+                out.add_(neg)
+    groups = buf.unflatten(2, (len(prefixes), width))
+    last = spatial[-1]
+    for j in range(width):  # neighbours outside the image on the last axis, for every group of the chunk
+        o = j - radius
+        if o:
+            groups[:, :, :, j, ..., slice(last - o, None) if o > 0 else slice(0, -o)].fill_(inf)
 
 
 class _MixtureOfVectorsFunction(torch.autograd.Function):
-    """``(query, key, radius, num_heads, chunk) -> ddf``; see the module docstring."""
+    """``(query, key, radius, num_heads, groups_per_chunk) -> ddf``; see the module docstring."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, query, key, radius, num_heads, chunk):  # type: ignore[override]
+    def forward(ctx, query, key, radius, num_heads, groups_per_chunk):  # type: ignore[override]
         dtype = torch.float64 if torch.float64 in (query.dtype, key.dtype) else torch.float32
         b, c, *spatial = query.shape
         spatial = tuple(spatial)
         d, hd, n_vox = len(spatial), c // num_heads, math.prod(spatial)
-        bh = b * num_heads
-        n_off = (2 * radius + 1) ** d
-        chunk = min(chunk, n_off)
+        bh, width = b * num_heads, 2 * radius + 1
+        n_groups = width ** (d - 1)
+        groups_per_chunk = min(groups_per_chunk, n_groups)
+        chunk = groups_per_chunk * width
         needs_grad = any(ctx.needs_input_grad[:2])
-        qh = (query.to(dtype) * hd**-0.5).reshape(b, hd, num_heads, *spatial)
-        kh = key.to(dtype).reshape(b, hd, num_heads, *spatial)
+        qh = query.to(dtype).reshape(b, hd, num_heads, *spatial)
+        kpad = _pad_last(key.to(dtype).reshape(b, hd, num_heads, *spatial), radius, hd**-0.5)
         table = _offset_table(radius, d, qh)
         storage = qh.new_empty(bh * chunk * n_vox)  # chunks are contiguous prefixes of one buffer
         m = acc = buf = None
-        for start, offsets in _offset_chunks(radius, d, chunk):
-            n = len(offsets)
+        for start, prefixes in _offset_chunks(radius, d, groups_per_chunk):
+            n = len(prefixes) * width
             buf = storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
-            _logits(buf, qh, kh, offsets, spatial)
+            _logits(buf, qh, kpad, prefixes, radius)
             m_chunk = buf.amax(2)
             if m is None:  # first chunk holds the zero offset: m is finite from here on
                 m = m_chunk
@@ -153,12 +196,12 @@ class _MixtureOfVectorsFunction(torch.autograd.Function):
         total = acc[:, d:]  # (bh, 1, N): sum of exp(logit - m)
         out_h = (acc[:, :d] / total).view(b, num_heads, d, *spatial)
         if needs_grad:
-            if chunk == n_off:  # everything fit in one buffer: keep exp(logit - m) and 1 / sum for the backward
-                ctx.save_for_backward(qh, kh, out_h, buf, total.reciprocal().view(b, num_heads, *spatial))
+            if groups_per_chunk == n_groups:  # everything fit in one buffer: keep exp(logit - m) and 1 / sum
+                ctx.save_for_backward(qh, kpad, out_h, buf, total.reciprocal().view(b, num_heads, *spatial))
             else:
                 lse = total.log().view(b, num_heads, *spatial).add_(m)
-                ctx.save_for_backward(qh, kh, out_h, None, lse)
-            ctx.cfg = (radius, chunk)
+                ctx.save_for_backward(qh, kpad, out_h, None, lse)
+            ctx.cfg = (radius, groups_per_chunk)
         return out_h.mean(1)
 
     @staticmethod
@@ -166,11 +209,12 @@ class _MixtureOfVectorsFunction(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cpu")
     @once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        qh, kh, out_h, kept, stat = ctx.saved_tensors
-        radius, chunk = ctx.cfg
+        qh, kpad, out_h, kept, stat = ctx.saved_tensors
+        radius, groups_per_chunk = ctx.cfg
         b, hd, num_heads, *spatial = qh.shape
         spatial = tuple(spatial)
-        d, n_vox, bh = len(spatial), math.prod(spatial), b * num_heads
+        d, n_vox, bh, width = len(spatial), math.prod(spatial), b * num_heads, 2 * radius + 1
+        chunk = groups_per_chunk * width
         g = grad.to(qh.dtype).reshape(b, 1, d, n_vox) / num_heads  # d out / d out_h (mean over heads)
         # dlogit = p * (o.g - out_h.g): one GEMM of [o, 1] with [g; -out_h.g] per voxel gives the bracket
         g_aug = qh.new_empty(b, num_heads, d + 1, n_vox)
@@ -181,27 +225,31 @@ class _MixtureOfVectorsFunction(torch.autograd.Function):
             g_aug.mul_(stat.view(b, num_heads, 1, n_vox))
         g_aug = g_aug.view(bh, d + 1, n_vox)
         table = _offset_table(radius, d, qh)
-        dqh, dkh = torch.zeros_like(qh), torch.zeros_like(kh)
+        dqh, dkh = torch.zeros_like(qh), torch.zeros_like(qh)
         dl_storage = qh.new_empty(bh * chunk * n_vox)
         prob_storage = qh.new_empty(bh * chunk * n_vox) if kept is None else None
         lead = (slice(None),) * 3
-        for start, offsets in _offset_chunks(radius, d, chunk):
-            n = len(offsets)
+        for start, prefixes in _offset_chunks(radius, d, groups_per_chunk):
+            n = len(prefixes) * width
             if kept is None:
                 prob = prob_storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
-                _logits(prob, qh, kh, offsets, spatial)
-                prob.sub_(stat.unsqueeze(2)).exp_()
+                _logits(prob, qh, kpad, prefixes, radius, shift=stat)
+                prob.exp_()
             else:
                 prob = kept
             dl = dl_storage[: bh * n * n_vox].view(b, num_heads, n, *spatial)
             torch.matmul(table[start : start + n], g_aug, out=dl.view(bh, n, n_vox))
             dl.mul_(prob)
+            offsets = [o_p + (o_l,) for o_p in prefixes for o_l in range(-radius, radius + 1)]
             for j, o in enumerate(offsets):
                 qs, ks = _boxes(o, spatial)
                 dl_j = dl[(slice(None), slice(None), j) + qs].unsqueeze(1)
-                dqh[lead + qs].addcmul_(dl_j, kh[lead + ks])
+                dqh[lead + qs].addcmul_(dl_j, kpad[_key_box(kpad, ks, radius)])  # kpad holds the scaled key
+            for j, o in enumerate(offsets):
+                qs, ks = _boxes(o, spatial)
+                dl_j = dl[(slice(None), slice(None), j) + qs].unsqueeze(1)
                 dkh[lead + ks].addcmul_(dl_j, qh[lead + qs])
-        dqh.mul_(hd**-0.5)
+        dkh.mul_(hd**-0.5)
         c = hd * num_heads
         return dqh.view(b, c, *spatial), dkh.view(b, c, *spatial), None, None, None
 
@@ -288,8 +336,10 @@ def mixture_of_vectors(
         chunk_size = _BUFFER_BUDGET // max(1, 4 * b * num_heads * math.prod(spatial))
     elif int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size}.")
-    chunk = int(min(max(chunk_size, 1), n_off))
-    chunk = -(-n_off // -(-n_off // chunk))  # same number of chunks, sizes as even as possible
+    width = 2 * int(radius) + 1
+    n_groups = n_off // width
+    groups = int(min(max(chunk_size // width, 1), n_groups))  # whole last-axis groups of 2r + 1 offsets
+    groups = -(-n_groups // -(-n_groups // groups))  # same number of chunks, sizes as even as possible
     # MetaTensor's new_empty does not take the sizes the Function passes; the result carries no meta anyway.
     query, key = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (query, key))
     if select_backend(backend, query.device, torch.promote_types(query.dtype, key.dtype)) == "triton":
@@ -298,7 +348,7 @@ def mixture_of_vectors(
         from .mixture_of_vectors_triton import mixture_of_vectors_triton
 
         return mixture_of_vectors_triton(query, key, int(radius), int(num_heads))
-    return _MixtureOfVectorsFunction.apply(query, key, int(radius), int(num_heads), chunk)
+    return _MixtureOfVectorsFunction.apply(query, key, int(radius), int(num_heads), groups)
 
 
 class MixtureOfVectors(nn.Module):
