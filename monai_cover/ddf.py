@@ -21,12 +21,10 @@ paper says DVF for a displacement field. monai_cover says ``ddf`` for the displa
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Warp
 from monai.networks.utils import meshgrid_ij
 
 __all__ = ["identity_grid", "warp", "sample_at", "compose_ddf", "overlap_mask", "upsample_ddf", "capture_range"]
@@ -60,10 +58,46 @@ def _check_pair(image: torch.Tensor, ddf: torch.Tensor, name: str) -> tuple[torc
     return image, ddf, unbatched
 
 
+def _grid_sample(image: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+    """``F.grid_sample`` with corners aligned; on CPU, 3D samples run split into slabs in parallel.
+
+    PyTorch's CPU 3D grid sampler (forward and backward) parallelises over the batch only, so one volume uses one
+    core. When the batch is smaller than the thread count, each sample's output grid is cut into ``threads`` slabs
+    along its first axis that go through one call as a batch (the image is expanded, not copied), which gives the
+    same values as one call per sample.
+    """
+    threads = torch.get_num_threads()
+    if image.ndim != 5 or image.device.type != "cpu" or image.shape[0] >= threads or grid.shape[1] < 2:
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    parts = min(threads, grid.shape[1])
+    rows = -(-grid.shape[1] // parts)
+    outputs = []
+    for img, grd in zip(image.split(1), grid.split(1)):
+        grd = F.pad(grd, (0, 0, 0, 0, 0, 0, 0, rows * parts - grd.shape[1]))  # dummy rows, sampled then dropped
+        slabs = F.grid_sample(
+            img.expand(parts, *img.shape[1:]), grd.reshape(parts, rows, *grd.shape[2:]),
+            mode=mode, padding_mode=padding_mode, align_corners=True,
+        )  # (parts, C, rows, H, W)
+        out = slabs.transpose(0, 1).reshape(1, img.shape[1], parts * rows, *slabs.shape[3:])
+        outputs.append(out[:, :, : grid.shape[1]])
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def _voxel_grid(points: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """``(B, d, *S_out)`` voxel coordinates into an image of ``spatial`` -> ``grid_sample``'s ``(B, *S_out, d)``
+    normalised grid (corners aligned; last tensor axis first, i.e. x/y[/z] order)."""
+    # the arithmetic of MONAI's Warp, for the same values
+    return torch.stack([points[:, i] * 2 / max(int(spatial[i]) - 1, 1) - 1 for i in reversed(range(len(spatial)))], -1)
+
+
 def warp(
     image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
 ) -> torch.Tensor:
-    """Resample ``image`` at ``p + ddf(p)`` (pull, voxels, corners aligned) with MONAI's ``Warp``.
+    """Resample ``image`` at ``p + ddf(p)`` (pull, voxels, corners aligned): MONAI's ``Warp`` semantics.
+
+    Computed by ``grid_sample`` directly (same values as :py:class:`monai.networks.blocks.Warp`), so that on CPU a
+    3D warp of a batch smaller than the thread count runs split over the threads (PyTorch's 3D CPU sampler only
+    parallelises over the batch).
 
     Args:
         image: ``(B, C, H, W[, D])``, or ``(C, H, W[, D])`` together with an unbatched ``ddf``.
@@ -79,13 +113,10 @@ def warp(
     dtype = torch.promote_types(image_b.dtype, ddf_b.dtype)
     if not dtype.is_floating_point:
         dtype = torch.float32
-    # A fresh Warp per call: MONAI's Warp caches its reference grid by shape only, so one shared
-    # instance would hand a CPU float32 grid to a CUDA or float64 call of the same shape.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warper = Warp(mode=mode, padding_mode=padding_mode)
+    spatial = image_b.shape[2:]
     with torch.autocast(device_type=image_b.device.type, enabled=False):
-        out = warper(image_b.to(dtype), ddf_b.to(dtype))
+        points = identity_grid(spatial, device=ddf_b.device, dtype=dtype)[None] + ddf_b.to(dtype)
+        out = _grid_sample(image_b.to(dtype), _voxel_grid(points, spatial), mode, padding_mode)
     return out[0] if unbatched else out
 
 
@@ -112,11 +143,9 @@ def sample_at(
             f"spatial_dims, got image {tuple(image.shape)} and points {tuple(points.shape)}."
         )
     work = image if image.dtype.is_floating_point else image.float()
-    scale = [2.0 / max(int(s) - 1, 1) for s in image.shape[1:]]
-    # grid_sample wants (*S_out, d) in x/y[/z] order, i.e. the last tensor axis first.
-    grid = torch.stack([points[i].to(work.dtype) * scale[i] - 1.0 for i in reversed(range(d))], dim=-1)
     with torch.autocast(device_type=work.device.type, enabled=False):
-        return F.grid_sample(work[None], grid[None], mode=mode, padding_mode=padding_mode, align_corners=True)[0]
+        grid = _voxel_grid(points[None].to(work.dtype), image.shape[1:])
+        return _grid_sample(work[None], grid, mode, padding_mode)[0]
 
 
 def compose_ddf(outer: torch.Tensor, inner: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:

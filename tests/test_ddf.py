@@ -58,6 +58,52 @@ class TestWarpConvention(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"ddf must have shape \(1, 2, 6, 7\)"):
             warp(torch.rand(1, 1, 6, 7), torch.zeros(1, 2, 6, 8))
 
+    @parameterized.expand(
+        [(b, s, m, p) for b, s in ((1, (9, 10)), (2, (7, 8, 9)), (1, (9, 6, 7))) for m in ("bilinear", "nearest")
+         for p in ("zeros", "border", "reflection")]
+    )
+    def test_matches_monai_warp(self, batch, shape, mode, padding):
+        """Same values and gradients as MONAI's Warp (which the convention follows) with the same options."""
+        import warnings
+
+        from monai.networks.blocks import Warp
+
+        g = torch.Generator().manual_seed(len(shape) + batch)
+        x = torch.randn(batch, 3, *shape, generator=g).requires_grad_(True)
+        ddf = (3 * torch.randn(batch, len(shape), *shape, generator=g)).requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = Warp(mode=mode, padding_mode=padding)(x, ddf)
+        out = warp(x, ddf, mode=mode, padding_mode=padding)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+        if mode == "bilinear":
+            seed = torch.randn(out.shape, generator=g)
+            for got, exp in zip(torch.autograd.grad((out * seed).sum(), (x, ddf)),
+                                torch.autograd.grad((expected * seed).sum(), (x, ddf))):
+                torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+
+    @parameterized.expand([(1, (11, 6, 7), 3), (2, (5, 6, 7), 3), (1, (2, 5, 6), 4), (1, (7, 6, 5), 1)])
+    def test_3d_cpu_slabs_equal_one_call(self, batch, shape, threads):
+        """On CPU a 3D warp of a batch smaller than the thread count runs split into slabs (PyTorch's 3D sampler
+        parallelises over the batch only): values equal one grid_sample call, gradients to rounding."""
+        g = torch.Generator().manual_seed(threads)
+        x = torch.randn(batch, 4, *shape, generator=g, dtype=torch.float64).requires_grad_(True)
+        ddf = (2 * torch.randn(batch, 3, *shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+        points = identity_grid(shape, dtype=torch.float64)[None] + ddf
+        grid = torch.stack([points[:, i] * 2 / (shape[i] - 1) - 1 for i in (2, 1, 0)], -1)
+        expected = torch.nn.functional.grid_sample(x, grid, align_corners=True)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            out = warp(x, ddf)
+            seed = torch.randn(out.shape, generator=g, dtype=torch.float64)
+            grads = torch.autograd.grad((out * seed).sum(), (x, ddf))
+        finally:
+            torch.set_num_threads(previous)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        for got, exp in zip(grads, torch.autograd.grad((expected * seed).sum(), (x, ddf))):
+            torch.testing.assert_close(got, exp, rtol=1e-12, atol=1e-12)
+
     @parameterized.expand([(s,) for s in SHAPES])
     def test_sample_at_matches_warp(self, shape):
         x = _smooth(shape)[0]
