@@ -14,6 +14,11 @@ then take an Adam step. It prints the ratio reference / ours and the relative di
 may run with ``--amp bf16`` and ``--channels-last``; the reference never does). The routes to a faster CPU step are
 measured by running it with and without those flags.
 
+``--memory`` (CPU) also measures the peak resident memory of one step of ours and, with ``--reference``, of the
+reference step, each in a fresh subprocess after one warm-up step (``MALLOC_MMAP_THRESHOLD_=65536`` so freed buffers
+go back to the OS): the process's peak RSS during the step (weights, Adam state and everything the step allocates)
+and the part above the RSS before it, and the ratio ours / reference of the peak.
+
 ``--backend`` sets the mixture-of-vectors backend of the whole step (through ``MONAI_COVER_MOV_BACKEND``; ``auto``:
 Triton on CUDA when triton is installed, the PyTorch op elsewhere); ``--json PATH`` also writes the figures to a file.
 
@@ -25,6 +30,7 @@ Usage::
     python benchmarks/bench_step.py --device cuda --amp bf16 --size 96 --backend torch   # without the Triton kernels
     python benchmarks/bench_step.py --reference              # 64^3 on CPU: ours vs the per-offset loop, with Adam
     python benchmarks/bench_step.py --reference --amp bf16 --channels-last
+    python benchmarks/bench_step.py --reference --amp bf16 --memory   # also the peak memory of both steps
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -95,6 +102,29 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _status_kib(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure_memory(variant: str) -> dict:
+    """Run one step of ``variant`` in a fresh subprocess with this run's arguments; its peak and pre-step RSS."""
+    argv = [a for a in sys.argv[1:] if a != "--memory"]
+    if "--json" in argv:
+        i = argv.index("--json")
+        del argv[i : i + 2]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--memory-child", variant],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_step: the {variant} memory subprocess failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=64, help="voxels per axis of each view (default 64)")
@@ -115,8 +145,13 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last(_3d) memory format for ours")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile (inductor) the backbone of ours; the warm-up rounds absorb compilation")
+    parser.add_argument("--memory", action="store_true",
+                        help="CPU: also the peak resident memory of one step of ours (and of the reference)")
+    parser.add_argument("--memory-child", choices=("ours", "reference"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.memory and torch.device(args.device).type != "cpu":
+        parser.error("--memory measures resident memory on CPU; on CUDA the peak GPU memory is printed anyway.")
     if args.backend != "auto":
         os.environ[BACKEND_ENV] = args.backend  # read by every MixtureOfVectors call of the step
 
@@ -135,19 +170,21 @@ def main() -> None:
     net = CoverNet(PyramidUNet(dims, 1, channels), radius=args.radius).to(device).train()
     loss_fn = CoverLoss.paper()  # the reference objective, as the reference step computes it
     view_a, view_b, target = make_pair(args.batch, args.size, dims, amplitude=0.1 * args.size, device=device)
-    ref = reference_network(net) if args.reference else None
+    ref = reference_network(net) if args.reference and args.memory_child != "ours" else None
+    if args.memory_child == "reference":
+        net = None  # the child measures the reference network alone
     ref_views = (view_a, view_b)
-    if args.channels_last:
+    if args.channels_last and net is not None:
         fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
         net = net.to(memory_format=fmt)
         view_a, view_b = view_a.contiguous(memory_format=fmt), view_b.contiguous(memory_format=fmt)
-    if args.compile:
+    if args.compile and net is not None:
         net.backbone = torch.compile(net.backbone)
     both = torch.cat([view_a, view_b])
     optimizers = {}
     if args.reference:
-        optimizers = {"ours": torch.optim.Adam(net.parameters(), lr=1e-4),
-                      "reference": torch.optim.Adam(ref.parameters(), lr=1e-4)}
+        optimizers = {name: torch.optim.Adam(network.parameters(), lr=1e-4)
+                      for name, network in (("ours", net), ("reference", ref)) if network is not None}
     losses: dict[str, list[float]] = {"ours": [], "reference": []}
 
     def cover_step(name: str, network: CoverNet, views: tuple, context) -> float:
@@ -181,6 +218,16 @@ def main() -> None:
         loss.backward()
         sync(device)
         return time.perf_counter() - start
+
+    if args.memory_child:
+        step = full_step if args.memory_child == "ours" else reference_step
+        step()  # warm-up: lazy initialisation and Adam's state are in the RSS before the measured step
+        before = _status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        step()
+        print(json.dumps({"peak_bytes": _status_kib("VmHWM") * 1024, "before_bytes": before * 1024}))
+        return
 
     for _ in range(args.warmup):
         full_step()
@@ -219,6 +266,16 @@ def main() -> None:
         print(f"speed-up reference / ours:           {ratio:.2f}x   "
               f"(amp={args.amp}, channels_last={args.channels_last}, compile={args.compile})")
         print(f"first loss: ours {first_ours:.6f}, reference {first_ref:.6f}, relative difference {loss_gap:.2e}")
+    memory = {}
+    if args.memory:
+        for variant in ("ours", "reference") if args.reference else ("ours",):
+            memory[variant] = measure_memory(variant)
+            m = memory[variant]
+            print(f"peak resident memory, {variant} step: {m['peak_bytes'] / 2**30:.2f} GiB "
+                  f"({(m['peak_bytes'] - m['before_bytes']) / 2**30:.2f} GiB above the RSS before the step)")
+        if args.reference:
+            memory["ratio"] = memory["ours"]["peak_bytes"] / memory["reference"]["peak_bytes"]
+            print(f"peak memory ours / reference:       {memory['ratio']:.2f}x")
     peak = None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
@@ -228,7 +285,7 @@ def main() -> None:
             size=args.size, spatial_dims=dims, batch=args.batch, device=str(device), amp=args.amp, backend=backend,
             radius=args.radius, parameters_m=params, step_s=step_s, backbone_s=backbone_s, head_share=head_share,
             steps=full, backbone_steps=backbone, peak_gpu_bytes=peak, channels_last=args.channels_last,
-            compiled=args.compile,
+            compiled=args.compile, memory=memory or None,
             reference_steps=reference, reference_ratio=ratio, first_loss_relative_difference=loss_gap,
         )
         with open(args.json, "w") as f:

@@ -21,12 +21,12 @@ import warnings
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from monai.utils import LossReduction, convert_to_tensor
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import overlap_mask, warp
 from monai_cover.losses.spread import FeatureSpreadLoss
+from monai_cover.losses.utils import channel_cosine
 
 __all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
 
@@ -197,7 +197,7 @@ class FeatureConsistencyLoss(_Loss):
             features_b = features_b.detach()
         with torch.autocast(device_type=features_b.device.type, enabled=False):
             warped = warp(features_a.to(dtype), ddf.to(dtype))
-            cos = F.cosine_similarity(features_b.to(dtype), warped, dim=1, eps=self.eps).unsqueeze(1)
+            cos = channel_cosine(features_b.to(dtype), warped, eps=self.eps)
             return _masked_reduce(1.0 - cos, mask, self.reduction, name)
 
 

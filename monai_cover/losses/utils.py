@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from monai.utils import LossReduction
 
-__all__ = ["reduce_per_sample"]
+__all__ = ["reduce_per_sample", "channel_cosine"]
 
 
 def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -16,3 +16,42 @@ def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == LossReduction.SUM.value:
         return values.sum()
     return values
+
+
+class _ChannelCosine(torch.autograd.Function):
+    """Cosine over axis 1 with an analytic backward; saves the inputs and per-voxel scalars only."""
+
+    @staticmethod
+    def forward(ctx, a, b, eps):  # type: ignore[override]
+        norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True)
+        norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True)
+        clamped_a, clamped_b = norm_a.clamp_min(eps), norm_b.clamp_min(eps)
+        cos = (a * b).sum(1, keepdim=True).div_(clamped_a * clamped_b)
+        ctx.save_for_backward(a, b, clamped_a, clamped_b, cos, norm_a > eps, norm_b > eps)
+        return cos
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        a, b, clamped_a, clamped_b, cos, free_a, free_b = ctx.saved_tensors
+        # d cos / d a = b / (|a| |b|) - cos * a / |a|^2 (the second term vanishes where |a| is clamped to eps)
+        common = grad / (clamped_a * clamped_b)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.mul(b, common).addcmul_(a, grad * cos * free_a / clamped_a.square(), value=-1)
+        if ctx.needs_input_grad[1]:
+            grad_b = torch.mul(a, common).addcmul_(b, grad * cos * free_b / clamped_b.square(), value=-1)
+        return grad_a, grad_b, None
+
+
+def channel_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity over the channel axis, ``(B, C, *S)`` x2 -> ``(B, 1, *S)``.
+
+    The values of ``F.cosine_similarity(a, b, dim=1, eps=eps).unsqueeze(1)`` (each norm clamped to at least
+    ``eps``, so a zero vector gives 0), computed with fewer full-size temporaries: the backward keeps ``a``, ``b``
+    and per-voxel scalars instead of the normalised copies, which saves time and memory on large 3D feature maps.
+    """
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(f"channel_cosine: a and b must be (B, C, ...) of one shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}.")
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return _ChannelCosine.apply(a.to(dtype), b.to(dtype), float(eps))
