@@ -19,6 +19,10 @@ reference step, each in a fresh subprocess after one warm-up step (``MALLOC_MMAP
 go back to the OS): the process's peak RSS during the step (weights, Adam state and everything the step allocates)
 and the part above the RSS before it, and the ratio ours / reference of the peak.
 
+``--keep-freed-memory`` calls ``monai_cover.bundle.keep_freed_memory`` first (as the bundles do on CPU), for ours and
+the reference alike: without it, glibc hands large freed blocks back to the OS and every step faults them back in,
+which costs the reference's large logits buffers more than ours.
+
 ``--backend`` sets the mixture-of-vectors backend of the whole step (through ``MONAI_COVER_MOV_BACKEND``; ``auto``:
 Triton on CUDA when triton is installed, the PyTorch op elsewhere); ``--json PATH`` also writes the figures to a file.
 
@@ -51,6 +55,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from monai_cover.bundle import keep_freed_memory  # noqa: E402
 from monai_cover.ddf import overlap_mask, warp  # noqa: E402
 from monai_cover.losses import CoverLoss  # noqa: E402
 from monai_cover.networks.blocks import select_backend  # noqa: E402
@@ -145,6 +150,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last(_3d) memory format for ours")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile (inductor) the backbone of ours; the warm-up rounds absorb compilation")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="CPU: keep freed memory in the process (monai_cover.bundle.keep_freed_memory), as the "
+                             "bundles do")
     parser.add_argument("--memory", action="store_true",
                         help="CPU: also the peak resident memory of one step of ours (and of the reference)")
     parser.add_argument("--memory-child", choices=("ours", "reference"), default=None, help=argparse.SUPPRESS)
@@ -157,6 +165,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     backend = select_backend("auto", device)
+    kept = keep_freed_memory(device) if args.keep_freed_memory else False
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dims = args.spatial_dims
@@ -250,7 +259,7 @@ def main() -> None:
         f"bench_step: {args.batch} x two {args.size}^{dims} views, PyramidUNet{channels} + "
         f"CoverHead(radius={args.radius}, "
         f"heads={net.head.num_heads}) + CoverLoss, {params:.2f} M parameters, device={device}, amp={args.amp}, "
-        f"mov backend={backend}, "
+        f"mov backend={backend}, keep_freed_memory={kept}, "
         f"threads={torch.get_num_threads()}, median of {args.steps}"
     )
     print(f"seconds per step (forward+backward): {step_s:.3f}   [all: {', '.join(f'{t:.3f}' for t in full)}]")
@@ -285,7 +294,7 @@ def main() -> None:
             size=args.size, spatial_dims=dims, batch=args.batch, device=str(device), amp=args.amp, backend=backend,
             radius=args.radius, parameters_m=params, step_s=step_s, backbone_s=backbone_s, head_share=head_share,
             steps=full, backbone_steps=backbone, peak_gpu_bytes=peak, channels_last=args.channels_last,
-            compiled=args.compile, memory=memory or None,
+            compiled=args.compile, memory=memory or None, keep_freed_memory=kept,
             reference_steps=reference, reference_ratio=ratio, first_loss_relative_difference=loss_gap,
         )
         with open(args.json, "w") as f:

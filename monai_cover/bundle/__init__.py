@@ -5,7 +5,13 @@ the package."""
 
 from __future__ import annotations
 
-from .device import batch_size_for_device, estimate_pair_bytes, num_workers_for_device, patch_size_for_device
+from .device import (
+    batch_size_for_device,
+    estimate_pair_bytes,
+    keep_freed_memory,
+    num_workers_for_device,
+    patch_size_for_device,
+)
 from .distributed import is_rank_zero
 from .export import export_bundle
 from .lock import LOCK_NAME, OutputDirLock, OutputDirLockedError, lock_output_dir
@@ -40,6 +46,7 @@ __all__ = [
     "install_error_hook",
     "installed_bundles_dir",
     "is_rank_zero",
+    "keep_freed_memory",
     "load_backbone_weights",
     "lock_output_dir",
     "num_workers_for_device",

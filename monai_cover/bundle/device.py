@@ -9,14 +9,17 @@ on the command line still win.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
 
 __all__ = ["CPU_PATCH_SIZE", "GPU_PATCH_SIZE", "batch_size_for_device", "estimate_pair_bytes",
-           "num_workers_for_device", "patch_size_for_device"]
+           "keep_freed_memory", "num_workers_for_device", "patch_size_for_device"]
 
 CPU_PATCH_SIZE = (32, 32, 32)
 GPU_PATCH_SIZE = (96, 96, 96)
@@ -85,3 +88,33 @@ def num_workers_for_device(device: torch.device | str, max_workers: int = 8) -> 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(0, min(int(max_workers), per_process - 1))
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_BELOW = 2**30  # blocks up to 1 GiB come from the heap and stay there when freed
+_TRIM_ABOVE = 2**31 - 1  # mallopt takes an int
+
+
+def keep_freed_memory(device: torch.device | str = "cpu", enabled: bool = True) -> bool:
+    """Training on a CPU: keep freed memory in the process for the next step instead of handing it back to the OS.
+
+    glibc's malloc serves large blocks (above a threshold that grows to at most 32 MiB) with fresh ``mmap`` pages and
+    unmaps them when freed, so every step of a 3D network faults its activations back in page by page. This sets the
+    threshold to 1 GiB and stops trimming the heap (``mallopt``), for the whole process. Measured on the 64^3
+    pretraining step (two views, bf16, 2 threads): 3.0 -> 2.2 s per step, peak resident memory 1.93 -> 2.29 GiB
+    (the freed blocks stay resident). Nothing is done on CUDA devices, off Linux, or where the C library has no
+    ``mallopt`` (e.g. musl).
+
+    Returns:
+        whether the setting was applied.
+    """
+    if not enabled or torch.device(device).type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_ABOVE))

@@ -6,6 +6,9 @@ branch is checked against stated device sizes (``torch.cuda.get_device_propertie
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 import unittest
 from types import SimpleNamespace
 from unittest import mock
@@ -16,6 +19,7 @@ from monai.bundle import ConfigParser
 from monai_cover.bundle import (
     batch_size_for_device,
     estimate_pair_bytes,
+    keep_freed_memory,
     num_workers_for_device,
     patch_size_for_device,
 )
@@ -93,6 +97,39 @@ class TestDeviceDefaults(unittest.TestCase):
         parser.read_config(str(config))
         parser["device"], parser["batch_size"] = "$torch.device('cuda:0')", 3  # an explicit setting wins
         self.assertEqual(parser.get_parsed_content("batch_size"), 3)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "glibc's mallopt")
+    def test_keep_freed_memory_keeps_a_freed_block_resident(self):
+        """In a fresh process: a freed 256 MiB tensor leaves the RSS by default and stays resident after the call."""
+        script = textwrap.dedent("""
+            import sys, torch
+            from monai_cover.bundle import keep_freed_memory
+            def rss():
+                return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
+            applied = keep_freed_memory("cpu") if sys.argv[1] == "keep" else False
+            base = rss()
+            x = torch.ones(64 * 2**20)  # 256 MiB, touched
+            del x
+            print(applied, (rss() - base) / 2**20)
+        """)
+        results = {}
+        for mode in ("default", "keep"):
+            out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+            applied, kept_mib = out.stdout.split()
+            results[mode] = (applied == "True", float(kept_mib))
+        self.assertEqual(results["default"][0], False)
+        self.assertLess(results["default"][1], 64)  # given back to the OS on free
+        self.assertEqual(results["keep"][0], True)
+        self.assertGreater(results["keep"][1], 200)  # kept for the next step
+
+    def test_keep_freed_memory_only_for_cpu_and_when_enabled(self):
+        self.assertFalse(keep_freed_memory("cuda:0"))
+        self.assertFalse(keep_freed_memory(torch.device("cpu"), enabled=False))
+        for name in ("cover_pretrain_3d", "cover_finetune_3d"):
+            parser = ConfigParser()
+            parser.read_config(str(bundle_path(name) / "configs" / "train.json"))
+            self.assertIs(parser.get_parsed_content("keep_freed_memory"), True)
+            self.assertTrue(any("keep_freed_memory(@device" in str(x) for x in parser["initialize"]), name)
 
     @unittest.skipUnless(torch.cuda.is_available(), "needs CUDA")
     def test_cuda_batch_fits_the_device(self):
