@@ -9,11 +9,14 @@ round by round interleaved, with every route on and with one route switched back
 - ``torch cosine``: ``F.cosine_similarity`` in the consistency loss instead of ``channel_cosine``;
 - ``fp32``: no bf16 autocast.
 
-It prints the median seconds of each variant and the slowdown against "all routes on".
+It prints the median seconds of each variant and the slowdown against "all routes on". ``--keep-freed-memory``
+first applies ``monai_cover.bundle.keep_freed_memory`` (as the bundles do on CPU); it is a process-wide allocator
+setting, so its own worth is measured by running the script with and without it.
 
 Usage::
 
     python benchmarks/bench_step_routes.py --threads 2            # 64^3, about 2 minutes on 2 cores
+    python benchmarks/bench_step_routes.py --threads 2 --keep-freed-memory
     python benchmarks/bench_step_routes.py --size 32 --steps 2    # quicker
 """
 
@@ -35,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import monai_cover.ddf as ddf_module  # noqa: E402
 import monai_cover.losses.cover as cover_module  # noqa: E402
 from benchmarks.bench_step import LoopMixture, make_pair  # noqa: E402
+from monai_cover.bundle import keep_freed_memory  # noqa: E402
 from monai_cover.losses import CoverLoss  # noqa: E402
 from monai_cover.networks.nets import CoverNet, PyramidUNet  # noqa: E402
 
@@ -62,8 +66,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (median; default 5)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--keep-freed-memory", action="store_true", help="apply monai_cover.bundle.keep_freed_memory")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    kept = keep_freed_memory("cpu") if args.keep_freed_memory else False
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -103,7 +109,8 @@ def main() -> None:
             if rnd:
                 times[name].append(elapsed)
     base = statistics.median(times["all routes on"])
-    print(f"bench_step_routes: two {args.size}^3 views, threads={torch.get_num_threads()}, median of {args.steps}")
+    print(f"bench_step_routes: two {args.size}^3 views, threads={torch.get_num_threads()}, keep_freed_memory={kept}, "
+          f"median of {args.steps}")
     rows = {}
     for name, got in times.items():
         med = statistics.median(got)
@@ -111,7 +118,8 @@ def main() -> None:
         print(f"{name:>15}: {med:.3f} s  ({med / base:.2f}x the step with every route)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(dict(size=args.size, threads=torch.get_num_threads(), keep_freed_memory=kept, routes=rows), f,
+                      indent=1)
 
 
 if __name__ == "__main__":
