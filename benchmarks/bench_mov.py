@@ -14,7 +14,7 @@ the median time of the forward (under ``no_grad``) and of forward + backward (``
 
 Targets (project issue 12, raised from issue 3's 2x and 0.25x): at (2, 32, 32^3) with 4 heads and at
 (1, 8, 64^3) with 1 head, forward + backward at least 5x faster and its transient peak at most 0.1x that of the
-loop. With no arguments it runs in about 2 minutes on a quiet 2-core CPU (1 min 45 s measured on 2026-11-30).
+loop. With no arguments it runs in about 2 minutes on a quiet 2-core CPU (1 min 36 s measured on 2026-12-01).
 
 ``--backend`` picks which of the library's backends is "ours" (``auto``: Triton on CUDA when triton is installed,
 the PyTorch op elsewhere; see ``monai_cover.networks.blocks.select_backend``); the header says which one ran.

@@ -9,7 +9,9 @@ round by round interleaved, with every route on and with one route switched back
 - ``torch cosine``: ``F.cosine_similarity`` in the consistency loss instead of ``channel_cosine``;
 - ``fp32``: no bf16 autocast.
 
-It prints the median seconds of each variant and the slowdown against "all routes on". ``--keep-freed-memory``
+It prints the median seconds of each variant, the slowdown against "all routes on", and the relative difference of
+each variant's first loss from that of "all routes on" (the routes change the speed, not the result: bf16 against
+fp32 moves it by about 1e-4). ``--keep-freed-memory``
 first applies ``monai_cover.bundle.keep_freed_memory`` (as the bundles do on CPU); it is a process-wide allocator
 setting, so its own worth is measured by running the script with and without it.
 
@@ -78,12 +80,15 @@ def main() -> None:
     loss_fn = CoverLoss.paper()
     view_a, view_b, target = make_pair(1, args.size, 3, amplitude=0.1 * args.size, device=torch.device("cpu"))
 
+    losses: list[float] = []
+
     def step(bf16: bool = True) -> float:
         net.zero_grad(set_to_none=True)
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(net(view_a, view_b), target)
         loss.backward()
+        losses.append(float(loss.detach()))  # no optimiser step: every call sees the same weights
         return time.perf_counter() - start
 
     def with_loop_mixtures() -> float:
@@ -103,19 +108,24 @@ def main() -> None:
         "torch cosine": with_torch_cosine, "fp32": lambda: step(bf16=False),
     }
     times = {name: [] for name in variants}
+    first_loss = {}
     for rnd in range(args.steps + 1):
         for name, fn in variants.items():
             elapsed = fn()
+            first_loss.setdefault(name, losses[-1])
             if rnd:
                 times[name].append(elapsed)
     base = statistics.median(times["all routes on"])
     print(f"bench_step_routes: two {args.size}^3 views, threads={torch.get_num_threads()}, keep_freed_memory={kept}, "
           f"median of {args.steps}")
     rows = {}
+    ref_loss = first_loss["all routes on"]
     for name, got in times.items():
         med = statistics.median(got)
-        rows[name] = dict(seconds=med, slowdown=med / base, all=got)
-        print(f"{name:>15}: {med:.3f} s  ({med / base:.2f}x the step with every route)")
+        gap = abs(first_loss[name] - ref_loss) / max(abs(ref_loss), 1e-12)
+        rows[name] = dict(seconds=med, slowdown=med / base, all=got, loss=first_loss[name],
+                          loss_relative_difference=gap)
+        print(f"{name:>15}: {med:.3f} s  ({med / base:.2f}x the step with every route; loss differs by {gap:.1e})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(size=args.size, threads=torch.get_num_threads(), keep_freed_memory=kept, routes=rows), f,

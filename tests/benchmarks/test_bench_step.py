@@ -35,3 +35,14 @@ def test_reference_step_matches(tmp_path, flags, tolerance):
     assert len(r["reference_steps"]) == len(r["steps"]) == 1
     assert r["reference_ratio"] == pytest.approx(r["reference_steps"][0] / r["step_s"])
     assert r["channels_last"] == ("--channels-last" in flags)
+
+
+def test_memory_children(tmp_path):
+    """--memory runs one step of each variant in a fresh process and reports its peak RSS above its starting RSS."""
+    r = _run(tmp_path, "--memory", "--keep-freed-memory")
+    assert r["keep_freed_memory"] is sys.platform.startswith("linux")
+    for variant in ("ours", "reference"):
+        m = r["memory"][variant]
+        assert m["peak_bytes"] >= m["before_bytes"] > 100 * 2**20  # torch alone holds more than 100 MiB
+    memory = r["memory"]
+    assert memory["ratio"] == pytest.approx(memory["ours"]["peak_bytes"] / memory["reference"]["peak_bytes"])
