@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_mov import _status_kib  # noqa: E402  (one reader of /proc/self/status for both benchmarks)
 from monai_cover.bundle import keep_freed_memory  # noqa: E402
 from monai_cover.ddf import overlap_mask, warp  # noqa: E402
 from monai_cover.losses import CoverLoss  # noqa: E402
@@ -105,15 +106,6 @@ def reference_network(net: CoverNet) -> CoverNet:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _status_kib(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def measure_memory(variant: str) -> dict:
