@@ -49,6 +49,8 @@ CASES = [
     (2, 8, (7, 9), 2, 4, 4),
     (1, 4, (7, 9), 3, 1, None),
     (1, 12, (9, 7), 3, 4, 10),
+    (1, 4, (2, 2, 3), 3, 2, None),  # offsets reaching beyond the whole image on some axes
+    (2, 4, (3, 2), 3, 1, 7),
 ]
 
 
