@@ -108,8 +108,9 @@ def _pad_last(key: torch.Tensor, radius: int, scale: float) -> torch.Tensor:
     return kpad
 
 
-def _key_box(kpad: torch.Tensor, ks: tuple[slice, ...], radius: int) -> tuple[slice, ...]:
-    """Index of the key sub-box ``ks`` (slices of the unpadded image) inside the last-axis padded ``kpad``."""
+def _key_box(ks: tuple[slice, ...], radius: int) -> tuple[slice, ...]:
+    """Index of the key sub-box ``ks`` (slices of the unpadded image) inside the key padded by ``radius`` on the
+    last axis (:func:`_pad_last`)."""
     last = slice(ks[-1].start + radius, ks[-1].stop + radius)
     return (slice(None),) * 3 + ks[:-1] + (last,)
 
@@ -251,10 +252,11 @@ class _MixtureOfVectorsFunction(torch.autograd.Function):
             torch.matmul(table[start : start + n], g_aug, out=dl.view(bh, n, n_vox))
             dl.mul_(prob)
             offsets = [o_p + (o_l,) for o_p in prefixes for o_l in range(-radius, radius + 1)]
+            # all of the chunk's dq, then all of its dk: each pass reads half the tensors, which then stay in cache
             for j, o in enumerate(offsets):
                 qs, ks = _boxes(o, spatial)
                 dl_j = dl[(slice(None), slice(None), j) + qs].unsqueeze(1)
-                dqh[lead + qs].addcmul_(dl_j, kpad[_key_box(kpad, ks, radius)])  # kpad holds the scaled key
+                dqh[lead + qs].addcmul_(dl_j, kpad[_key_box(ks, radius)])  # kpad holds the scaled key
             for j, o in enumerate(offsets):
                 qs, ks = _boxes(o, spatial)
                 dl_j = dl[(slice(None), slice(None), j) + qs].unsqueeze(1)
