@@ -58,18 +58,23 @@ def _check_pair(image: torch.Tensor, ddf: torch.Tensor, name: str) -> tuple[torc
     return image, ddf, unbatched
 
 
+#: most slabs a 3D CPU warp is split into (each holds an image-sized gradient in the backward)
+_MAX_SLABS = 4
+
+
 def _grid_sample(image: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
     """``F.grid_sample`` with corners aligned; on CPU, 3D samples run split into slabs in parallel.
 
     PyTorch's CPU 3D grid sampler (forward and backward) parallelises over the batch only, so one volume uses one
-    core. When the batch is smaller than the thread count, each sample's output grid is cut into ``threads`` slabs
-    along its first axis that go through one call as a batch (the image is expanded, not copied), which gives the
-    same values as one call per sample.
+    core. When the batch is smaller than the thread count, each sample's output grid is cut into slabs along its
+    first axis (one per thread, at most ``_MAX_SLABS``) that go through one call as a batch (the image is expanded,
+    not copied), which gives the same values as one call per sample. The backward holds one image-sized gradient per
+    slab before summing them, hence the cap.
     """
     threads = torch.get_num_threads()
     if image.ndim != 5 or image.device.type != "cpu" or image.shape[0] >= threads or grid.shape[1] < 2:
         return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
-    parts = min(threads, grid.shape[1])
+    parts = min(threads, grid.shape[1], _MAX_SLABS)
     rows = -(-grid.shape[1] // parts)
     outputs = []
     for img, grd in zip(image.split(1), grid.split(1)):

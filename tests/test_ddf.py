@@ -82,7 +82,9 @@ class TestWarpConvention(unittest.TestCase):
                                 torch.autograd.grad((expected * seed).sum(), (x, ddf))):
                 torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
 
-    @parameterized.expand([(1, (11, 6, 7), 3), (2, (5, 6, 7), 3), (1, (2, 5, 6), 4), (1, (7, 6, 5), 1)])
+    @parameterized.expand(
+        [(1, (11, 6, 7), 3), (2, (5, 6, 7), 3), (1, (2, 5, 6), 4), (1, (7, 6, 5), 1), (1, (11, 5, 6), 8)]
+    )
     def test_3d_cpu_slabs_equal_one_call(self, batch, shape, threads):
         """On CPU a 3D warp of a batch smaller than the thread count runs split into slabs (PyTorch's 3D sampler
         parallelises over the batch only): values equal one grid_sample call, gradients to rounding."""
