@@ -9,7 +9,8 @@ forward of both views, a trivial loss over every pyramid level, backward). The h
 
 ``--reference`` also times, interleaved round by round in the same process, the *reference step*: the same network
 (same weights, same views) with every mixture of vectors computed by the straightforward per-offset loop
-(``bench_mov.loop_mov``: one padded-key slice per offset, concatenated logits, softmax), in float32, and both steps
+(``bench_mov.loop_mov``: one padded-key slice per offset, concatenated logits, softmax) and every projection applied
+after the warp of the key's backbone features (ours warps the projection instead), in float32, and both steps
 then take an Adam step. It prints the ratio reference / ours and the relative difference of the first losses (ours
 may run with ``--amp bf16`` and ``--channels-last``; the reference never does). The routes to a faster CPU step are
 measured by running it with and without those flags.
@@ -96,10 +97,28 @@ class LoopMixture(torch.nn.Module):
         return self.loop(query.float(), key.float(), self.radius, self.num_heads)
 
 
+class WarpThenProject(torch.nn.Module):
+    """A ``CoverProjection`` whose ``pair`` warps the key's backbone features and then projects them, as the
+    reference head does (ours projects first and warps the projection: the same values, fewer channels warped)."""
+
+    def __init__(self, projection: torch.nn.Module) -> None:
+        super().__init__()
+        self.projection = projection
+
+    def pair(self, query: torch.Tensor, key: torch.Tensor, key_ddf: torch.Tensor | None = None):
+        if key_ddf is not None:
+            key = warp(key, key_ddf)
+        batch = query.shape[0]
+        out = self.projection(torch.cat([query, key.to(query.dtype)], dim=0))
+        return out[:batch], out[batch:]
+
+
 def reference_network(net: CoverNet) -> CoverNet:
-    """A copy of ``net`` (same weights) whose mixtures of vectors are the per-offset loop."""
+    """A copy of ``net`` (same weights) with the reference head: every mixture of vectors is the per-offset loop
+    and every projection warps before it projects."""
     ref = copy.deepcopy(net)
     ref.head.mixtures = torch.nn.ModuleList(LoopMixture(m.radius, m.num_heads) for m in net.head.mixtures)
+    ref.head.projections = torch.nn.ModuleList(WarpThenProject(p) for p in ref.head.projections)
     return ref
 
 

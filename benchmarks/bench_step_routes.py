@@ -6,6 +6,8 @@ round by round interleaved, with every route on and with one route switched back
 
 - ``mov loop``: every mixture of vectors by the per-offset loop of ``bench_mov.py`` (the reference's head);
 - ``warp one call``: 3D warps as one ``grid_sample`` call (PyTorch's CPU sampler then uses one thread per sample);
+- ``warp then project``: each level's projection applied after warping the key's backbone features (the
+  reference's order) instead of warping the projection;
 - ``torch cosine``: ``F.cosine_similarity`` in the consistency loss instead of ``channel_cosine``;
 - ``fp32``: no bf16 autocast.
 
@@ -39,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import monai_cover.ddf as ddf_module  # noqa: E402
 import monai_cover.losses.cover as cover_module  # noqa: E402
-from benchmarks.bench_step import LoopMixture, make_pair  # noqa: E402
+from benchmarks.bench_step import LoopMixture, WarpThenProject, make_pair  # noqa: E402
 from monai_cover.bundle import keep_freed_memory  # noqa: E402
 from monai_cover.losses import CoverLoss  # noqa: E402
 from monai_cover.networks.nets import CoverNet, PyramidUNet  # noqa: E402
@@ -77,6 +79,7 @@ def main() -> None:
     torch.manual_seed(0)
     net = CoverNet(PyramidUNet(3, 1, (32, 64, 128, 256, 512)), radius=2).train()
     loops = torch.nn.ModuleList(LoopMixture(m.radius, m.num_heads) for m in net.head.mixtures)
+    warp_first = torch.nn.ModuleList(WarpThenProject(p) for p in net.head.projections)  # same weights
     loss_fn = CoverLoss.paper()
     view_a, view_b, target = make_pair(1, args.size, 3, amplitude=0.1 * args.size, device=torch.device("cpu"))
 
@@ -99,13 +102,18 @@ def main() -> None:
         with patched(ddf_module, "_grid_sample", one_call_grid_sample):
             return step()
 
+    def with_warp_then_project() -> float:
+        with patched(net.head, "projections", warp_first):
+            return step()
+
     def with_torch_cosine() -> float:
         with patched(cover_module, "channel_cosine", torch_cosine):
             return step()
 
     variants = {
         "all routes on": step, "mov loop": with_loop_mixtures, "warp one call": with_one_call_warp,
-        "torch cosine": with_torch_cosine, "fp32": lambda: step(bf16=False),
+        "warp then project": with_warp_then_project, "torch cosine": with_torch_cosine,
+        "fp32": lambda: step(bf16=False),
     }
     times = {name: [] for name in variants}
     first_loss = {}
@@ -125,7 +133,7 @@ def main() -> None:
         gap = abs(first_loss[name] - ref_loss) / max(abs(ref_loss), 1e-12)
         rows[name] = dict(seconds=med, slowdown=med / base, all=got, loss=first_loss[name],
                           loss_relative_difference=gap)
-        print(f"{name:>15}: {med:.3f} s  ({med / base:.2f}x the step with every route; loss differs by {gap:.1e})")
+        print(f"{name:>17}: {med:.3f} s  ({med / base:.2f}x the step with every route; loss differs by {gap:.1e})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(size=args.size, threads=torch.get_num_threads(), keep_freed_memory=kept, routes=rows), f,

@@ -8,6 +8,8 @@ import torch.nn as nn
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_norm_layer
 
+from monai_cover.ddf import warp
+
 __all__ = ["CoverProjection"]
 
 
@@ -54,3 +56,42 @@ class CoverProjection(nn.Sequential):
                 f"got {tuple(x.shape)}."
             )
         return super().forward(x)
+
+    def pair(
+        self, query: torch.Tensor, key: torch.Tensor, key_ddf: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P(query), P(warp(key, key_ddf)))`` from one batched pass (``P(key)`` when ``key_ddf`` is None).
+
+        The warp is applied to the bias-free 1x1 convolution of ``key`` instead of to ``key`` itself: the values
+        are the same, because warping (linear interpolation, zeros outside the image) is linear per channel and
+        commutes with a per-voxel channel mixing, ``W warp(k) = warp(W k)``; the bias and the norm come after the
+        warp as before. The warp then moves ``out_channels`` instead of ``in_channels`` channels (a quarter of them
+        on the finest level of the reference head), which is most of the head's cost at full resolution.
+
+        Args:
+            query: ``(B, in_channels, *S)``.
+            key: ``(B, in_channels, *S)``, same shape.
+            key_ddf: ``(B, spatial_dims, *S)`` displacement (voxels, :py:func:`monai_cover.ddf.warp`) or None.
+
+        Returns:
+            the two projections, ``(B, out_channels, *S)`` each; in float32 (the warp's dtype) when ``key_ddf``
+            is given.
+        """
+        batch = query.shape[0]
+        both = torch.cat([query, key.to(query.dtype)], dim=0)
+        if key_ddf is None:
+            out = self(both)
+            return out[:batch], out[batch:]
+        if both.ndim != self.spatial_dims + 2 or both.shape[1] != self.in_channels:
+            raise ValueError(
+                f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
+                f"got {tuple(query.shape)} and {tuple(key.shape)}."
+            )
+        conv = self[0]
+        mixed = conv._conv_forward(both, conv.weight, None)
+        warped = warp(mixed[batch:], key_ddf)
+        out = torch.cat([mixed[:batch].to(warped.dtype), warped], dim=0)
+        out = out + conv.bias.to(out.dtype).view(1, -1, *([1] * self.spatial_dims))
+        for layer in list(self)[1:]:
+            out = layer(out)
+        return out[:batch], out[batch:]

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from monai.utils import convert_to_tensor
 
-from monai_cover.ddf import capture_range, compose_ddf, upsample_ddf, warp
+from monai_cover.ddf import capture_range, compose_ddf, upsample_ddf
 from monai_cover.networks.blocks import CoverProjection, MixtureOfVectors
 
 __all__ = ["CoverHead", "Coverhead", "coverhead", "default_num_heads", "levels_for_size", "min_level_size"]
@@ -79,6 +79,8 @@ class CoverHead(nn.Module):
 
     With one level, ``phi = M(P f_B, P f_A)``. Compositions use :py:func:`monai_cover.ddf.compose_ddf`. The
     displacement arithmetic runs in float32 (also under autocast). The only parameters are the projections.
+    ``P_l(warp(f_A, phi))`` is computed as in :py:meth:`CoverProjection.pair`, by warping the bias-free projection
+    of ``f_A``: the same values, with ``head_dim * heads`` instead of ``in_channels`` channels to warp.
 
     Levels may have any sizes (stock networks): each level must be at least as fine as the previous one, and the
     scale between two levels is the nearest power of two of their size ratio per axis (2 for a halving pyramid).
@@ -211,12 +213,8 @@ class CoverHead(nn.Module):
         device_type = features_b[-1].device.type
         phi: torch.Tensor | None = None
         for level in range(self.levels):
-            fa, fb = features_a[level], features_b[level]
-            if phi is not None:
-                fa = warp(fa, phi)  # float32 (promoted with phi) whatever fa's dtype
-            batch = fb.shape[0]
-            projected = self.projections[level](torch.cat([fb, fa.to(fb.dtype)], dim=0))
-            w = self.mixtures[level](projected[:batch], projected[batch:])
+            query, key = self.projections[level].pair(features_b[level], features_a[level], phi)
+            w = self.mixtures[level](query, key)
             w = w if w.dtype == torch.float64 else w.float()
             with torch.autocast(device_type=device_type, enabled=False):
                 if level + 1 < self.levels:

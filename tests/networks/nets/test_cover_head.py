@@ -6,6 +6,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
+from monai_cover.ddf import compose_ddf, warp
 from monai_cover.networks.nets import CoverHead, default_num_heads
 
 
@@ -104,6 +105,31 @@ class TestCoverHead(unittest.TestCase):
         for t in fa + fb:
             self.assertTrue(torch.isfinite(t.grad).all())
         self.assertTrue(all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters()))
+
+    def test_equals_the_documented_vpa(self):
+        # the head warps each level's projection of A; the docstring's VPA warps A's features and projects them
+        # after: the same values (float64, random projections with bias and affine norm, displacements that leave
+        # the image)
+        torch.manual_seed(3)
+        head = CoverHead(3, (16, 8, 8), head_dim=4, num_heads=(2, 1, 1), radius=1).double()
+        with torch.no_grad():
+            for p in head.parameters():
+                p.normal_()
+        sizes = [(3, 4, 5), (5, 8, 9), (10, 15, 17)]
+        fa = [torch.randn(1, c, *s, dtype=torch.float64) for c, s in zip((16, 8, 8), sizes)]
+        fb = [torch.randn(1, c, *s, dtype=torch.float64) for c, s in zip((16, 8, 8), sizes)]
+        phi = None
+        for level in range(3):
+            a = fa[level] if phi is None else warp(fa[level], phi)
+            projected = head.projections[level](torch.cat([fb[level], a]))
+            w = head.mixtures[level](projected[:1], projected[1:])
+            if level < 2:
+                w = head._up(w, sizes[level], sizes[level + 1])
+                phi = w if phi is None else compose_ddf(head._up(phi, sizes[level], sizes[level + 1]), w)
+            else:
+                phi = compose_ddf(phi, w)
+        self.assertGreater(float(phi.detach().abs().max()), 1.0)
+        torch.testing.assert_close(head(fa, fb), phi, rtol=0, atol=1e-9)
 
     def test_autocast_float32_output(self):
         head = CoverHead(2, (16, 8), head_dim=4, num_heads=(2, 1))
