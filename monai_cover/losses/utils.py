@@ -18,15 +18,20 @@ def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
     return values
 
 
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(1, keepdim=True)`` without the full-size product: on CPU, einsum's reduction is 2-4x faster
+    than the product and sum, or ``linalg.vector_norm`` over the channel axis, on ``(1, 32, 64^3)`` features."""
+    return torch.einsum("bc...,bc...->b...", a, b).unsqueeze(1)
+
+
 class _ChannelCosine(torch.autograd.Function):
     """Cosine over axis 1 with an analytic backward; saves the inputs and per-voxel scalars only."""
 
     @staticmethod
     def forward(ctx, a, b, eps):  # type: ignore[override]
-        norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True)
-        norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True)
+        norm_a, norm_b = _channel_dot(a, a).sqrt_(), _channel_dot(b, b).sqrt_()
         clamped_a, clamped_b = norm_a.clamp_min(eps), norm_b.clamp_min(eps)
-        cos = (a * b).sum(1, keepdim=True).div_(clamped_a * clamped_b)
+        cos = _channel_dot(a, b).div_(clamped_a * clamped_b)
         ctx.save_for_backward(a, b, clamped_a, clamped_b, cos, norm_a > eps, norm_b > eps)
         return cos
 

@@ -40,6 +40,13 @@ class TestChannelCosine(unittest.TestCase):
         (expected,) = torch.autograd.grad(F.cosine_similarity(a, b.detach(), dim=1).sum(), (a,))
         torch.testing.assert_close(grad_a, expected)
 
+    def test_float32_many_channels(self):
+        g = torch.Generator().manual_seed(4)
+        a, b = torch.randn(2, 64, 9, 10, 11, generator=g), torch.randn(2, 64, 9, 10, 11, generator=g)
+        b[:, :, :4] += 3 * a[:, :, :4]  # cosines near 1 as well as near 0
+        expected = F.cosine_similarity(a, b, dim=1).unsqueeze(1)
+        torch.testing.assert_close(channel_cosine(a, b), expected, rtol=0, atol=2e-6)
+
     def test_float32_and_shape_errors(self):
         a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4, dtype=torch.float64)
         self.assertEqual(channel_cosine(a, b).dtype, torch.float64)
