@@ -3,5 +3,9 @@ from __future__ import annotations
 
 from .mixture_of_vectors import MixtureOfVectors, mixture_of_vectors, select_backend
 from .projection import CoverProjection
+from .upsample import resize_linear, upsample_linear_2x
 
-__all__ = ["MixtureOfVectors", "mixture_of_vectors", "select_backend", "CoverProjection"]
+__all__ = [
+    "MixtureOfVectors", "mixture_of_vectors", "select_backend", "CoverProjection", "resize_linear",
+    "upsample_linear_2x",
+]

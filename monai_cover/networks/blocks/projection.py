@@ -80,8 +80,8 @@ class CoverProjection(nn.Sequential):
         batch = query.shape[0]
         both = torch.cat([query, key.to(query.dtype)], dim=0)
         if key_ddf is None:
-            out = self(both)
-            return out[:batch], out[batch:]
+            query_out, key_out = self(both).split(batch)
+            return query_out, key_out
         if both.ndim != self.spatial_dims + 2 or both.shape[1] != self.in_channels:
             raise ValueError(
                 f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
@@ -89,9 +89,11 @@ class CoverProjection(nn.Sequential):
             )
         conv = self[0]
         mixed = conv._conv_forward(both, conv.weight, None)
-        warped = warp(mixed[batch:], key_ddf)
-        out = torch.cat([mixed[:batch].to(warped.dtype), warped], dim=0)
+        mixed_query, mixed_key = mixed.split(batch)
+        warped = warp(mixed_key, key_ddf)
+        out = torch.cat([mixed_query.to(warped.dtype), warped], dim=0)
         out = out + conv.bias.to(out.dtype).view(1, -1, *([1] * self.spatial_dims))
         for layer in list(self)[1:]:
             out = layer(out)
-        return out[:batch], out[batch:]
+        query_out, key_out = out.split(batch)
+        return query_out, key_out

@@ -56,8 +56,11 @@ class TwoViewFeatures(nn.Module):
         pyramid = self.backbone(torch.cat([view_a, view_b], dim=0))
         if isinstance(pyramid, torch.Tensor):
             pyramid = [pyramid]
-        features_a = [f[:batch] for f in pyramid]
-        features_b = [f[batch:] for f in pyramid]
+        # split, not two slices: the backward of a slice zero-fills a tensor of the whole level and the two are
+        # then added, a split's backward writes each half once (at 64^3 that was 0.2 s of a 2 s CPU step)
+        halves = [f.split(batch) for f in pyramid]
+        features_a = [a for a, _ in halves]
+        features_b = [b for _, b in halves]
         if tuple(features_b[-1].shape[2:]) != tuple(view_a.shape[2:]):
             raise ValueError(
                 f"{name}: the finest backbone level {tuple(features_b[-1].shape)} must have the views' spatial "
@@ -176,7 +179,7 @@ class CoverNet(TwoViewFeatures):
         if self.return_projections:
             batch = view_a.shape[0]
             projected = self.head.projections[-1](torch.cat([features_a[-1], features_b[-1]], dim=0))
-            out["projections_a"], out["projections_b"] = projected[:batch], projected[batch:]
+            out["projections_a"], out["projections_b"] = projected.split(batch)
         return out
 
 

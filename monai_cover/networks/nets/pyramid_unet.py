@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 
+from monai_cover.networks.blocks.upsample import resize_linear
 from monai_cover.networks.utils import crop_pyramid, pad_to_divisible
 
 __all__ = ["PyramidUNet", "Pyramidunet", "pyramidunet"]
@@ -93,7 +93,6 @@ class PyramidUNet(nn.Module):
             [double_conv(channels[i + 1] + channels[i], channels[i]) for i in reversed(range(len(channels) - 1))]
         )
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
-        self._up_mode = "bilinear" if spatial_dims == 2 else "trilinear"
         for m in self.modules():
             if isinstance(m, nn.modules.conv._ConvNd):
                 nn.init.kaiming_normal_(m.weight)
@@ -131,7 +130,7 @@ class PyramidUNet(nn.Module):
             skips.append(h)
         out = [h]
         for block, skip in zip(self.decoder, reversed(skips[:-1])):
-            up = F.interpolate(h, size=skip.shape[2:], mode=self._up_mode, align_corners=False)
+            up = resize_linear(h, tuple(skip.shape[2:]))  # F.interpolate's values; on CPU separable when exactly x2
             h = block(torch.cat([up, skip], dim=1))
             out.append(h)
         return crop_pyramid(out, size, x.shape[2:])

@@ -54,6 +54,28 @@ class TestPyramidUNet(unittest.TestCase):
         for o, r in zip(out, ref):
             torch.testing.assert_close(o, r[(..., *[slice(0, s) for s in o.shape[2:]])])
 
+    @parameterized.expand([(2, (12, 10)), (3, (8, 6, 7))])
+    def test_same_output_as_with_interpolate(self, dims, size):
+        # the decoder upsamples by separable passes on CPU; the reference decoder calls F.interpolate
+        import monai_cover.networks.nets.pyramid_unet as module
+
+        torch.manual_seed(0)
+        net = PyramidUNet(dims, 1, (4, 8, 8)).double()
+        x = torch.randn(2, 1, *size, dtype=torch.float64, requires_grad=True)
+        got = net(x)
+        (grad,) = torch.autograd.grad(sum(f.sum() for f in got), x)
+        modes = {2: "bilinear", 3: "trilinear"}
+        original = module.resize_linear
+        module.resize_linear = lambda h, s: torch.nn.functional.interpolate(h, size=s, mode=modes[dims])
+        try:
+            expected = net(x)
+            (grad_expected,) = torch.autograd.grad(sum(f.sum() for f in expected), x)
+        finally:
+            module.resize_linear = original
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grad, grad_expected, rtol=0, atol=1e-10)
+
     def test_helpers(self):
         x = torch.arange(2 * 5 * 7, dtype=torch.float32).view(1, 2, 5, 7)
         p = pad_to_divisible(x, 4)
