@@ -26,10 +26,10 @@ def test_routes_change_speed_not_result(tmp_path):
     r = json.loads(out.read_text())
     assert r["keep_freed_memory"] is sys.platform.startswith("linux")
     routes = r["routes"]
-    assert set(routes) == {"all routes on", "mov loop", "warp one call", "warp then project", "torch cosine",
-                           "fp32"}
+    assert set(routes) == {"all routes on", "mov loop", "warp one call", "warp then project",
+                           "interpolate upsampling", "torch cosine", "fp32"}
     assert routes["all routes on"]["slowdown"] == pytest.approx(1.0)
     # the same bf16 step with another implementation of one part
-    for name in ("mov loop", "warp one call", "warp then project", "torch cosine"):
+    for name in ("mov loop", "warp one call", "warp then project", "interpolate upsampling", "torch cosine"):
         assert routes[name]["loss_relative_difference"] < 1e-3, name
     assert 0 < routes["fp32"]["loss_relative_difference"] < 1e-2  # bf16 moves the loss a little, not a lot
