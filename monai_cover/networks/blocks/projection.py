@@ -49,12 +49,21 @@ class CoverProjection(nn.Sequential):
         super().__init__(*layers)
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, int(in_channels), int(out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+    def _check(self, *tensors: torch.Tensor) -> None:
+        for x in tensors:
+            if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial "
+                    f"dims, got {tuple(x.shape)}."
+                )
+        if len(tensors) == 2 and tensors[0].shape != tensors[1].shape:
             raise ValueError(
-                f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
-                f"got {tuple(x.shape)}."
+                f"CoverProjection: query {tuple(tensors[0].shape)} and key {tuple(tensors[1].shape)} must have the "
+                "same shape."
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        self._check(x)
         return super().forward(x)
 
     def pair(
@@ -77,16 +86,12 @@ class CoverProjection(nn.Sequential):
             the two projections, ``(B, out_channels, *S)`` each; in float32 (the warp's dtype) when ``key_ddf``
             is given.
         """
+        self._check(query, key)
         batch = query.shape[0]
         both = torch.cat([query, key.to(query.dtype)], dim=0)
         if key_ddf is None:
-            query_out, key_out = self(both).split(batch)
+            query_out, key_out = super().forward(both).split(batch)
             return query_out, key_out
-        if both.ndim != self.spatial_dims + 2 or both.shape[1] != self.in_channels:
-            raise ValueError(
-                f"CoverProjection: expected (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
-                f"got {tuple(query.shape)} and {tuple(key.shape)}."
-            )
         conv = self[0]
         mixed = conv._conv_forward(both, conv.weight, None)
         mixed_query, mixed_key = mixed.split(batch)

@@ -68,6 +68,8 @@ def test_errors_name_the_shapes():
         proj.pair(torch.randn(1, 7, 4, 4, 4), torch.randn(1, 7, 4, 4, 4), torch.zeros(1, 3, 4, 4, 4))
     with pytest.raises(ValueError, match=r"expected \(B, 8, \*spatial\)"):
         proj(torch.randn(1, 8, 4, 4))
+    with pytest.raises(ValueError, match=r"query \(1, 8, 4, 4, 4\) and key \(1, 8, 4, 4, 5\)"):
+        proj.pair(good, torch.randn(1, 8, 4, 4, 5))
     with pytest.raises(ValueError, match="in_channels and out_channels"):
         CoverProjection(3, 0, 4)
     assert proj.pair(good, good)[0].shape == (1, 4, 4, 4, 4)
