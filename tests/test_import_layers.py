@@ -29,6 +29,8 @@ LAYERS = {
     "methods": 4,
     "apps": 5,
     "bundle": 5,
+    # the optional nnU-Net hand-off ([nnunet] extra): nothing else in the package imports it
+    "nnunet": 6,
     # deprecated aliases of moved modules: above everything they re-export
     "pretext": 6,
     "diagnostics": 6,
@@ -98,6 +100,13 @@ def test_every_module_has_a_layer():
 def test_imports_only_point_down():
     violations = _violations()
     assert not violations, "upward imports:\n" + "\n".join(violations)
+
+
+def test_nothing_imports_the_nnunet_extra():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+             for path in sorted(PACKAGE.rglob("*.py")) if "nnunet" not in path.relative_to(PACKAGE).parts
+             for line, module in _imports(path) if module.startswith("monai_cover.nnunet")]
+    assert not found, "\n".join(found)
 
 
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):

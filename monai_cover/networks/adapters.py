@@ -36,6 +36,9 @@ def default_pyramid_layers(network: nn.Module) -> tuple[list[str], int | tuple[i
     - ``SwinUNETR``: ``decoder5`` (1/16), ``decoder4``, ``decoder3``, ``decoder2``, ``decoder1`` (1/1); multiple 32.
     - ``DynUNet``: ``bottleneck``, ``upsamples.0`` ... ``upsamples.{n-1}`` (1/1); multiple = product of ``strides``.
     - ``FlexibleUNet``: ``decoder.blocks.0`` ... ``decoder.blocks.{n-1}`` (1/1); multiple 32.
+    - nnU-Net's U-Nets (``dynamic_network_architectures``: ``PlainConvUNet``, ``ResidualEncoderUNet``): the
+      bottleneck ``encoder.stages.{n-1}``, then ``decoder.stages.0`` ... ``decoder.stages.{n-2}`` (1/1); multiple =
+      product of ``encoder.strides`` (per axis: anisotropic plans downsample some axes less).
 
     Raises:
         TypeError: for other classes (pass ``layers=[...]`` to :py:class:`FeaturePyramid`).
@@ -53,9 +56,27 @@ def default_pyramid_layers(network: nn.Module) -> tuple[list[str], int | tuple[i
         )
     if isinstance(network, FlexibleUNet):
         return [f"decoder.blocks.{i}" for i in range(len(network.decoder.blocks))], 32
+    if _is_nnunet_unet(network):
+        dims = _infer_spatial_dims(network)
+        layers = [f"encoder.stages.{len(network.encoder.stages) - 1}"]
+        return layers + [f"decoder.stages.{i}" for i in range(len(network.decoder.stages))], _prod_strides(
+            network.encoder.strides, dims
+        )
     raise TypeError(
         f"FeaturePyramid: no default pyramid layers for {type(network).__name__}; pass layers=[...] "
         "(names of submodules, coarse to fine, e.g. from network.named_modules())."
+    )
+
+
+def _is_nnunet_unet(network: nn.Module) -> bool:
+    """An encoder-decoder U-Net of ``dynamic_network_architectures`` (nnU-Net's networks), told by its structure so
+    that this module needs no import of that package."""
+    encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
+    return (
+        type(network).__module__.startswith("dynamic_network_architectures")
+        and all(hasattr(encoder, a) for a in ("stages", "strides"))
+        and all(hasattr(decoder, a) for a in ("stages", "seg_layers"))
+        and len(decoder.stages) == len(encoder.stages) - 1
     )
 
 
