@@ -139,3 +139,20 @@ def test_every_top_level_key_is_documented(bundle):
         if isinstance(spec, list):
             for value in spec:
                 assert f"`{value}`" in readme or not value, f"`{key}` value `{value}` not in the README"
+
+
+def test_check_backbone_names_the_override_file_it_needs():
+    from monai_cover.bundle import BACKBONE_OVERRIDES, check_backbone
+
+    assert check_backbone("basic_unet", [TRAIN]) == "basic_unet"
+    nnunet = str(PRETRAIN / "configs" / "nnunet.json")
+    assert check_backbone("nnunet", [TRAIN, nnunet]) == "nnunet"
+    assert check_backbone("nnunet", []) == "nnunet"  # not on a bundle command line: nothing to check
+    with pytest.raises(OverrideError) as e:
+        check_backbone("nnunet", [TRAIN])
+    assert str(e.value) == (f"--backbone nnunet needs the override file {nnunet} merged over {TRAIN}: pass "
+                            f"--config_file \"['{TRAIN}','{nnunet}']\".")
+    with pytest.raises(OverrideError, match="'segresnet' is not one of \\['basic_unet', 'nnunet'\\]"):
+        check_backbone("segresnet", [TRAIN])
+    train_checks = json.loads((PRETRAIN / "configs" / "train.json").read_text())["override_checks"]
+    assert train_checks["backbone"] == sorted(BACKBONE_OVERRIDES)

@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Helpers of the nnU-Net tests: a tiny dataset in nnU-Net's raw layout (four 40x40x36 MR-like volumes with a sphere
+label) and nnU-Net's own command line with its folders set."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATASET = "Dataset501_Tiny"
+SHAPE = (40, 40, 36)
+SPACING = (1.0, 1.0, 1.5)
+
+
+def nnunet_env(root: Path) -> dict:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1", OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    return env
+
+
+def nnunet_command(name: str) -> str:
+    """nnU-Net's console script ``name`` of this Python's environment."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found beside {sys.executable}: is nnunetv2 installed?")
+    return found
+
+
+def write_volume(path: Path, array: np.ndarray) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, np.diag([*SPACING, 1.0])), str(path))
+
+
+def make_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    centre = rng.uniform(-0.3, 0.3, 3)[:, None, None, None]
+    inside = np.sqrt(((grid - centre) ** 2).sum(0)) < 0.5
+    image = 100 + 300 * inside + 50 * np.sin(6 * grid[0]) + rng.normal(0, 10, SHAPE)
+    return image.astype(np.float32), inside.astype(np.uint8)
+
+
+def make_raw_dataset(root: Path, cases: int = 4, seed: int = 0) -> Path:
+    folder = root / "raw" / DATASET
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(cases):
+        image, label = make_case(rng)
+        write_volume(folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz", image)
+        write_volume(folder / "labelsTr" / f"case_{i:03d}.nii.gz", label)
+    meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "sphere": 1}, "numTraining": cases,
+            "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder
+
+
+def run_nnunet(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([nnunet_command(args[0]), *args[1:]], env=nnunet_env(root), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc
+
+
