@@ -5,6 +5,7 @@ the package."""
 
 from __future__ import annotations
 
+from .backbones import BACKBONE_OVERRIDES, check_backbone
 from .device import (
     batch_size_for_device,
     estimate_pair_bytes,
@@ -28,6 +29,7 @@ from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
 from .weights import load_backbone_weights
 
 __all__ = [
+    "BACKBONE_OVERRIDES",
     "BUNDLE_NAMES",
     "LOCK_NAME",
     "MONAI_RUN_ARGS",
@@ -39,6 +41,7 @@ __all__ = [
     "bundle_command_line",
     "bundle_path",
     "bundles_dir",
+    "check_backbone",
     "check_overrides",
     "estimate_pair_bytes",
     "command_line_config_files",
