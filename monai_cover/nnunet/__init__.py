@@ -22,6 +22,7 @@ from .weights import (
     NNUNET_SKIPPED,
     NnUNetWeightsCheck,
     check_nnunet_weights,
+    compare_with_plan,
     read_nnunet_weights,
     save_nnunet_pretrained,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "capture_range_for_plan",
     "check_nnunet_data",
     "check_nnunet_weights",
+    "compare_with_plan",
     "find_plans_file",
     "levels_for_plan",
     "nnunet_cases",

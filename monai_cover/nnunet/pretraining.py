@@ -15,8 +15,8 @@ import torch.nn as nn
 
 from monai_cover.networks.nets.cover_head import min_level_size
 
-from .plans import NnUNetPlan
-from .weights import save_nnunet_pretrained
+from .plans import NnUNetPlan, NnUNetPlanError
+from .weights import compare_with_plan, save_nnunet_pretrained
 
 __all__ = ["NnUNetWeightsSaver", "capture_range_for_plan", "levels_for_plan"]
 
@@ -51,10 +51,11 @@ def capture_range_for_plan(plan: NnUNetPlan, levels: int, radius: int = 2) -> in
 
 
 class NnUNetWeightsSaver:
-    """Ignite handler: write the network's weights for ``nnUNetv2_train -pretrained_weights`` every ``interval``
-    epochs and when training completes (:py:func:`~monai_cover.nnunet.save_nnunet_pretrained`, atomic), with a JSON
-    record beside it: the plan (identifier, configuration, spacing, normalisation, patch size), the method, the
-    iterations and epochs done, and the data.
+    """Ignite handler: check, when attached, that the network is the plan's (:py:meth:`check_network`), then write
+    its weights for ``nnUNetv2_train -pretrained_weights`` every ``interval`` epochs and when training completes
+    (:py:func:`~monai_cover.nnunet.save_nnunet_pretrained`, atomic), with a JSON record beside it: the plan
+    (identifier, configuration, spacing, normalisation, patch size), the method, the iterations and epochs done, and
+    the data.
 
     Args:
         network: the nnU-Net network being pretrained (or a ``FeaturePyramid`` over it).
@@ -80,6 +81,7 @@ class NnUNetWeightsSaver:
 
         if not self.enabled:
             return
+        self.check_network()  # before any training step: a mismatch would otherwise show only at the first write
         if self.interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
@@ -98,6 +100,17 @@ class NnUNetWeightsSaver:
             "written": datetime.datetime.now().isoformat(timespec="seconds"),
         })
         return record
+
+    def check_network(self) -> None:
+        """Refuse to write weights nnU-Net would reject (a ``network_def`` overridden away from the plan's).
+
+        Raises:
+            NnUNetPlanError: with the first differing keys and shapes.
+        """
+        check = compare_with_plan(self.network.state_dict(), self.plan, str(self.filename))
+        if not check.ok:
+            raise NnUNetPlanError(f"NnUNetWeightsSaver: the network being pretrained is not the plan's, so nnU-Net "
+                                  f"would refuse its weights; nothing written.\n{check}")
 
     def __call__(self, engine: Any) -> None:
         if self._written_at == engine.state.iteration and self.filename.is_file():

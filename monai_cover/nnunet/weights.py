@@ -15,8 +15,8 @@ import torch.nn as nn
 
 from .plans import NnUNetPlan
 
-__all__ = ["NNUNET_SKIPPED", "NnUNetWeightsCheck", "check_nnunet_weights", "read_nnunet_weights",
-           "save_nnunet_pretrained"]
+__all__ = ["NNUNET_SKIPPED", "NnUNetWeightsCheck", "check_nnunet_weights", "compare_with_plan",
+           "read_nnunet_weights", "save_nnunet_pretrained"]
 
 #: parts of a key that nnU-Net's loader never transfers (the segmentation layers, whose classes are the target's)
 NNUNET_SKIPPED = (".seg_layers.",)
@@ -122,19 +122,12 @@ class NnUNetWeightsCheck:
         return "\n".join(lines)
 
 
-def check_nnunet_weights(weights: str | os.PathLike, plans: str | os.PathLike, configuration: str = "3d_fullres",
-                         dataset_json: str | os.PathLike | None = None) -> NnUNetWeightsCheck:
-    """Compare a weights file with the network nnU-Net builds from ``plans``/``configuration``, key by key and shape
-    by shape, with the rule of nnunetv2's ``load_pretrained_weights`` (every key but the segmentation layers must
-    be present with the same shape). Builds the network on the CPU; loads nothing into it.
-
-    Raises:
-        ValueError: the weights file cannot be read (:py:func:`read_nnunet_weights`); NnUNetPlanError: the plan.
-    """
-    plan = NnUNetPlan.load(plans, configuration, dataset_json)
-    source = read_nnunet_weights(weights)
+def compare_with_plan(source: dict[str, torch.Tensor], plan: NnUNetPlan, weights: str = "") -> NnUNetWeightsCheck:
+    """Compare a state dict with the network nnU-Net builds from ``plan``, key by key and shape by shape, with the
+    rule of nnunetv2's ``load_pretrained_weights`` (every key but the segmentation layers must be present with the
+    same shape). Builds the network on the CPU; loads nothing into it."""
     target = plan.build_network().state_dict()
-    check = NnUNetWeightsCheck(str(weights), str(plan.plans_file), configuration)
+    check = NnUNetWeightsCheck(weights, str(plan.plans_file), plan.configuration)
     for key, value in target.items():
         if any(s in key for s in NNUNET_SKIPPED):
             check.skipped.append(key)
@@ -146,3 +139,14 @@ def check_nnunet_weights(weights: str | os.PathLike, plans: str | os.PathLike, c
             check.transferred.append(key)
     check.unused = [k for k in source if k not in target]
     return check
+
+
+def check_nnunet_weights(weights: str | os.PathLike, plans: str | os.PathLike, configuration: str = "3d_fullres",
+                         dataset_json: str | os.PathLike | None = None) -> NnUNetWeightsCheck:
+    """:py:func:`compare_with_plan` for a weights file and a plan given by its files.
+
+    Raises:
+        ValueError: the weights file cannot be read (:py:func:`read_nnunet_weights`); NnUNetPlanError: the plan.
+    """
+    plan = NnUNetPlan.load(plans, configuration, dataset_json)
+    return compare_with_plan(read_nnunet_weights(weights), plan, str(weights))

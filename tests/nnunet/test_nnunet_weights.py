@@ -143,3 +143,29 @@ def test_save_is_atomic(pretrained, tmp_path, monkeypatch):
         save_nnunet_pretrained(network, path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["w.pth"]  # no temporary file left
+
+
+def test_saver_refuses_a_network_that_is_not_the_plans(preprocessed, tmp_path):
+    from ignite.engine import Engine
+
+    from monai_cover.nnunet import NnUNetPlanError, NnUNetWeightsSaver
+
+    plan = NnUNetPlan.load(preprocessed, "3d_fullres")
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32, 64]
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    (tmp_path / "dataset.json").write_text((preprocessed / "dataset.json").read_text())
+    narrow = NnUNetPlan.load(tmp_path, "3d_fullres").build_network()  # e.g. a --network_def override
+    path = tmp_path / "nnunet_pretrained.pth"
+    shapes = "\\[8, 1, 3, 3, 3\\] vs \\[32, 1, 3, 3, 3\\]"
+    with pytest.raises(NnUNetPlanError, match=f"(?s)not the plan's.*nothing written.*{shapes}"):
+        NnUNetWeightsSaver(narrow, path, plan).attach(Engine(lambda e, b: None))
+    assert not path.exists()
+
+    engine = Engine(lambda e, b: None)
+    saver = NnUNetWeightsSaver(plan.build_network(), path, plan, method="cover", data="here", interval=2)
+    saver.attach(engine)
+    engine.run([0, 1, 2], max_epochs=3)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert (record["epochs"], record["iterations"], record["data"]) == (3, 9, "here")  # the final write
+    assert check_nnunet_weights(path, preprocessed, "3d_fullres").ok
