@@ -21,6 +21,7 @@ from conftest import (
     FINETUNE,
     KILLED_EPOCHS,
     PRETRAIN,
+    SCHEMA,
     TINY_FEATURES,
     bundle_run,
     checkpoint_epochs,
@@ -338,7 +339,6 @@ def test_2d_metadata_and_networks(tmp_path):
     import shutil
     import warnings
 
-    from conftest import SCHEMA
     from monai.bundle import verify_metadata, verify_net_in_out
 
     schema = tmp_path / "schema.json"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
-from nnunet_helpers import DATASET, nnunet_env
+from nnunet_helpers import DATASET, fixture_nnunet_dataset, fixture_preprocessed, nnunet_env  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "cover_pretrain_3d" / "configs"
@@ -21,8 +21,8 @@ def bundle_run(root: Path, output_dir: Path, config_files: list[Path], *override
     env["PYTHONPATH"] = str(REPO)
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(c) for c in config_files]),
             "--bundle_root", str(CONFIGS.parent), "--output_dir", str(output_dir), *overrides]
-    return subprocess.run(args, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=900)
+    return subprocess.run(args, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          encoding="utf-8", errors="replace", timeout=900)
 
 
 def test_pretrain_plan_network_and_load_it_in_nnunet(nnunet_dataset, preprocessed, tmp_path):
@@ -64,7 +64,8 @@ def test_pretrain_plan_network_and_load_it_in_nnunet(nnunet_dataset, preprocesse
     assert len(changed) == len([k for k in non_seg if k.endswith("conv.weight")])  # trained, not nnU-Net's init
 
     check = subprocess.run([sys.executable, "-m", "monai_cover.nnunet", "check", str(weights), str(preprocessed),
-                            "3d_fullres"], capture_output=True, text=True, timeout=300, cwd=str(REPO))
+                            "3d_fullres"], capture_output=True, encoding="utf-8", errors="replace", timeout=300,
+                           cwd=str(REPO))
     assert check.returncode == 0 and "nnU-Net will load 182 tensors" in check.stdout
 
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from nnunet_helpers import DATASET, make_case, write_volume
+from nnunet_helpers import DATASET, fixture_nnunet_dataset, fixture_preprocessed, make_case, write_volume  # noqa: F401 (fixtures)
 
 from monai_cover.nnunet import NnUNetDataError, NnUNetPlan, NnUNetPreprocessd, check_nnunet_data, nnunet_cases
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from nnunet_helpers import DATASET
+from nnunet_helpers import DATASET, fixture_nnunet_dataset, fixture_preprocessed  # noqa: F401 (fixtures)
 
 from monai_cover.networks import FeaturePyramid
 from monai_cover.networks.nets import CoverNet

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from nnunet_helpers import fixture_nnunet_dataset, fixture_preprocessed  # noqa: F401 (fixtures)
 
 from monai_cover.networks import FeaturePyramid
 from monai_cover.nnunet import (
@@ -104,7 +105,7 @@ def test_check_command_line(pretrained, preprocessed, tmp_path):
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "monai_cover.nnunet", "check", *map(str, args)],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, encoding="utf-8", errors="replace", timeout=300)
 
     good = run(path, preprocessed, "3d_fullres")
     assert good.returncode == 0, good.stderr
