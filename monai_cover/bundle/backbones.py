@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from monai_cover.networks import BACKBONES
+
 from .overrides import OverrideError, command_line_config_files
 
 __all__ = ["BACKBONE_OVERRIDES", "check_backbone"]
 
-#: backbone name -> the config file (in the bundle's ``configs/``) that must be merged over ``train.json`` for it
-BACKBONE_OVERRIDES: dict[str, str | None] = {"basic_unet": None, "nnunet": "nnunet.json"}
+#: backbone name -> the config file (in the bundle's ``configs/``) that must be merged over ``train.json`` for it:
+#: none for the stock MONAI networks of :py:data:`monai_cover.networks.BACKBONES`
+BACKBONE_OVERRIDES: dict[str, str | None] = {**{name: None for name in BACKBONES}, "nnunet": "nnunet.json"}
 
 
 def check_backbone(backbone: str, config_files: Sequence[str] | None = None) -> str:

@@ -36,6 +36,14 @@ def default_pyramid_layers(network: nn.Module) -> tuple[list[str], int | tuple[i
     - ``SwinUNETR``: ``decoder5`` (1/16), ``decoder4``, ``decoder3``, ``decoder2``, ``decoder1`` (1/1); multiple 32.
     - ``DynUNet``: ``bottleneck``, ``upsamples.0`` ... ``upsamples.{n-1}`` (1/1); multiple = product of ``strides``.
     - ``FlexibleUNet``: ``decoder.blocks.0`` ... ``decoder.blocks.{n-1}`` (1/1); multiple 32.
+    - ``UNet``: the bottom block, then each decoder level's output (``model.1.submodule``... nested), then
+      ``model.2``, the last up-convolution at 1/1, whose width is the network's ``out_channels`` (pretrain with
+      ``out_channels`` set to a feature width, and leave ``model.2`` out when loading for another task);
+      multiple = product of ``strides``.
+    - ``SegResNet``: ``down_layers.{n-1}`` (1/2^(n-1)), then ``up_layers.0`` ... ``up_layers.{n-2}`` (1/1);
+      multiple 2^(n-1).
+    - ``UNETR``: ``decoder5`` (1/8), ``decoder4``, ``decoder3``, ``decoder2`` (1/1); multiple 16 (its input must
+      have the size ``img_size`` it was built with anyway).
     - nnU-Net's U-Nets (``dynamic_network_architectures``: ``PlainConvUNet``, ``ResidualEncoderUNet``): the
       bottleneck ``encoder.stages.{n-1}``, then ``decoder.stages.0`` ... ``decoder.stages.{n-2}`` (1/1); multiple =
       product of ``encoder.strides`` (per axis: anisotropic plans downsample some axes less).
@@ -43,7 +51,7 @@ def default_pyramid_layers(network: nn.Module) -> tuple[list[str], int | tuple[i
     Raises:
         TypeError: for other classes (pass ``layers=[...]`` to :py:class:`FeaturePyramid`).
     """
-    from monai.networks.nets import BasicUNet, DynUNet, FlexibleUNet, SwinUNETR
+    from monai.networks.nets import UNETR, BasicUNet, DynUNet, FlexibleUNet, SegResNet, SwinUNETR, UNet
 
     if isinstance(network, BasicUNet):
         return ["down_4", "upcat_4", "upcat_3", "upcat_2", "upcat_1"], 16
@@ -56,6 +64,15 @@ def default_pyramid_layers(network: nn.Module) -> tuple[list[str], int | tuple[i
         )
     if isinstance(network, FlexibleUNet):
         return [f"decoder.blocks.{i}" for i in range(len(network.decoder.blocks))], 32
+    if isinstance(network, UNet):
+        depth = len(network.strides)
+        inner = [f"model{'.1.submodule' * k}" for k in range(depth, 0, -1)]
+        return inner + ["model.2"], _prod_strides(network.strides, network.dimensions)
+    if isinstance(network, SegResNet):
+        n = len(network.down_layers)
+        return [f"down_layers.{n - 1}"] + [f"up_layers.{i}" for i in range(len(network.up_layers))], 2 ** (n - 1)
+    if isinstance(network, UNETR):
+        return ["decoder5", "decoder4", "decoder3", "decoder2"], 16
     if _is_nnunet_unet(network):
         dims = _infer_spatial_dims(network)
         layers = [f"encoder.stages.{len(network.encoder.stages) - 1}"]
