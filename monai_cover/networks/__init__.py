@@ -7,13 +7,17 @@ from __future__ import annotations
 from .adapters import FeatureLevel, FeaturePyramid, default_pyramid_layers
 from .backbones import BACKBONE_LEVELS, BACKBONES, build_backbone
 from .blocks import CoverProjection, MixtureOfVectors, mixture_of_vectors
+from .export import Bypassed, finest_level_network, task_head_name
 from .nets import CoverHead, CoverNet, PyramidUNet, TwoViewFeatures, default_num_heads, levels_for_size, min_level_size
 from .utils import as_pyramid, crop_pyramid, global_pool, pad_to_divisible, run_backbone_on_views
 
 __all__ = [
     "BACKBONES",
     "BACKBONE_LEVELS",
+    "Bypassed",
     "build_backbone",
+    "finest_level_network",
+    "task_head_name",
     "TwoViewFeatures",
     "FeatureLevel",
     "FeaturePyramid",

@@ -76,3 +76,30 @@ def test_backbone_levels_match_the_pyramids(name):
     kwargs = SMALL_VIT if name == "unetr" else {}
     net = build_backbone(name, 3, 1, 8, FEATURES, img_size=(32, 32, 32), **kwargs)
     assert BACKBONE_LEVELS[name] == FeaturePyramid.from_network(net).levels
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_finest_level_network_equals_the_pyramids_finest_level(name):
+    from monai_cover.networks import Bypassed, finest_level_network
+
+    kwargs = SMALL_VIT if name == "unetr" else {"feature_size": 12} if name == "swinunetr" else {}
+    torch.manual_seed(0)
+    net = build_backbone(name, 3, 1, 8, FEATURES, img_size=(64, 64, 64), **kwargs).eval()
+    x = torch.randn(1, 1, 64, 64, 64)
+    extractor = finest_level_network(net)
+    assert list(extractor.state_dict()) == list(net.state_dict())  # weights files load strictly
+    extractor.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(x), FeaturePyramid.from_network(net)(x)[-1])
+        assert net(x).shape[1] == 8  # the original keeps its head
+    assert (name == "unet") != any(isinstance(m, Bypassed) for m in extractor.modules())
+    if name != "swinunetr":  # MONAI's SwinUNETR itself does not script
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.script(extractor)(x), extractor(x))
+
+
+def test_finest_level_network_refuses_unknown_networks():
+    from monai_cover.networks import finest_level_network
+
+    with pytest.raises(TypeError, match="no known task head for Conv3d; use monai_cover.networks.FeatureLevel"):
+        finest_level_network(torch.nn.Conv3d(1, 2, 3))
