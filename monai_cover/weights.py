@@ -22,6 +22,7 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_file",
     "resolve_weights_path",
+    "save_safetensors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,15 @@ class LoadReport:
 
 def resolve_weights_path(source: str | os.PathLike, model_file: str = "model.pt") -> Path:
     """The weights file for ``source``: a file as is; a bundle folder's ``models/<model_file>``;
-    a folder that directly holds ``<model_file>`` (e.g. a ``models`` folder)."""
+    a folder that directly holds ``<model_file>`` (e.g. a ``models`` folder); in either folder, the same name with
+    ``.safetensors`` when only that one is there (a bundle shipped without its ``.pt``)."""
     path = Path(source).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        for candidate in (path / "models" / model_file, path / model_file):
+        safetensors_file = Path(model_file).with_suffix(".safetensors").name
+        for candidate in (path / "models" / model_file, path / model_file, path / "models" / safetensors_file,
+                          path / safetensors_file):
             if candidate.is_file():
                 return candidate
         raise FileNotFoundError(
@@ -105,10 +109,19 @@ def load_state_dict_file(
     """Read a state dict with ``torch.load(weights_only=True)``; if the file holds a checkpoint dict,
     take ``state_dict_key`` (or the first of :py:data:`STATE_DICT_KEYS` present).
 
+    A ``.safetensors`` file is read with ``safetensors.torch.load_file`` (no pickle at all).
+
     Raises:
         RefusedPickleError: the file holds pickled Python objects besides tensors (they could run code when
             unpickled): the message names the first one and how to save plain weights.
     """
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e}).") from e
     try:
         obj = torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -121,6 +134,32 @@ def load_state_dict_file(
             "state dict itself to load_pretrained)."
         ) from None
     return _pick_state_dict(obj, state_dict_key, str(path))
+
+
+def save_safetensors(source: str | os.PathLike | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write a state dict, or the weights of a file :py:func:`load_state_dict_file` reads (e.g. ``models/model.pt``),
+    as safetensors at ``path`` (atomically: a temporary file renamed). Tensors that share memory (a module used in two
+    places) are written as separate copies, which safetensors requires.
+
+    Returns:
+        ``path``.
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(source, Mapping):
+        state = _pick_state_dict(source, None, "state dict")
+    else:
+        state = load_state_dict_file(source)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def _pick_state_dict(obj, state_dict_key: str | None, where: str) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import os
 import tempfile
 import unittest
 
+import pytest
 import torch
 from monai.networks.nets import BasicUNet
 from parameterized import parameterized
@@ -174,3 +175,32 @@ class TestLoadPretrained(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def test_safetensors_round_trip_and_folder_resolution(tmp_path):
+    from monai.networks.nets import BasicUNet
+
+    from monai_cover.weights import load_pretrained, resolve_weights_path, save_safetensors
+
+    torch.manual_seed(0)
+    src = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+    state = src.state_dict()
+    state["alias.weight"] = state["final_conv.weight"]  # shared memory, which safetensors refuses as it is
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    torch.save(src.state_dict(), models / "model.pt")
+    save_safetensors(models / "model.pt", models / "model.safetensors")
+    save_safetensors(state, tmp_path / "shared.safetensors")
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(tmp_path / "shared.safetensors"))["alias.weight"], state["final_conv.weight"])
+    (models / "model.pt").unlink()  # a bundle shipped with safetensors only
+    assert resolve_weights_path(tmp_path / "run") == models / "model.safetensors"
+    dst = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+    report = load_pretrained(dst, tmp_path / "run", strict=True)
+    assert report.source.endswith("model.safetensors") and len(report.loaded) == len(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="bad.safetensors: not a readable safetensors file"):
+        load_pretrained(dst, tmp_path / "bad.safetensors")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .class_metrics import ClassMetricsHandler
+from .export import SafetensorsExportHandler
 from .images import PANELS, CoverImageHandler
 from .inference import CoverPairSaver
 from .loss_summary import LossSummaryHandler, read_loss_summary
@@ -29,6 +30,7 @@ __all__ = [
     "LossSummaryHandler",
     "OverlapCosine",
     "ProgressBarHandler",
+    "SafetensorsExportHandler",
     "TransformSeedHandler",
     "cover_output_transform",
     "find_latest_checkpoint",

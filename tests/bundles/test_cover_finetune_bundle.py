@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FINETUNE, TINY_FEATURES, bundle_run, verify_net
+from monai.networks.nets import BasicUNet
+
+import monai_cover
 
 CONFIG = FINETUNE / "configs" / "train.json"
 META = FINETUNE / "configs" / "metadata.json"
@@ -52,6 +55,11 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     for rel in ("models/model.pt", "models/model_final.pt", "loss_summary.txt", "checkpoints/checkpoint_epoch=1.pt"):
         assert (out / rel).is_file(), rel
     assert "val_mean_dice" in proc.stdout
+    # model.safetensors holds model.pt's weights (the best by validation), and load_pretrained reads it
+    best = torch.load(out / "models" / "model.pt", weights_only=True)
+    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=8, features=json.loads(TINY_FEATURES))
+    loaded = monai_cover.load_pretrained(net, out / "models" / "model.safetensors", strict=True)
+    assert sorted(loaded.loaded) == sorted(best) and all(torch.equal(net.state_dict()[k], best[k]) for k in best)
 
     evaluate = FINETUNE / "configs" / "evaluate.json"
     proc = bundle_run([CONFIG, evaluate], FINETUNE, out, *TINY_FINETUNE, "--pretrained", "false")

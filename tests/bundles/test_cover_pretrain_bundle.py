@@ -87,6 +87,10 @@ def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     net = _tiny_unet()
     net.load_state_dict(state)  # strict: exactly the stock BasicUNet keys
+    from safetensors.torch import load_file
+
+    beside = load_file(str(out / "models" / "model.safetensors"))  # the same weights, for hubs that do not unpickle
+    assert beside.keys() == state.keys() and all(torch.equal(beside[k], state[k]) for k in state)
     text = (out / "loss_summary.txt").read_text()
     assert "epoch\titerations\tfirst\tlast\tmin\tmean" in text and "mean loss epoch 1" in text
     report = json.loads((out / "data_report.json").read_text())

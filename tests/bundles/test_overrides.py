@@ -152,7 +152,9 @@ def test_check_backbone_names_the_override_file_it_needs():
         check_backbone("nnunet", [TRAIN])
     assert str(e.value) == (f"--backbone nnunet needs the override file {nnunet} merged over {TRAIN}: pass "
                             f"--config_file \"['{TRAIN}','{nnunet}']\".")
-    with pytest.raises(OverrideError, match="'segresnet' is not one of \\['basic_unet', 'nnunet'\\]"):
-        check_backbone("segresnet", [TRAIN])
+    with pytest.raises(OverrideError, match="'vnet' is not one of \\['basic_unet', 'nnunet', 'segresnet', 'swinunetr', "
+                                            "'unet', 'unetr'\\]"):
+        check_backbone("vnet", [TRAIN])
+    assert check_backbone("segresnet", [TRAIN]) == "segresnet"  # stock networks need no override file
     train_checks = json.loads((PRETRAIN / "configs" / "train.json").read_text())["override_checks"]
     assert train_checks["backbone"] == sorted(BACKBONE_OVERRIDES)
