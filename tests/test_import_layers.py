@@ -31,10 +31,6 @@ LAYERS = {
     "bundle": 5,
     # the optional nnU-Net hand-off ([nnunet] extra): nothing else in the package imports it
     "nnunet": 6,
-    # deprecated aliases of moved modules: above everything they re-export
-    "pretext": 6,
-    "diagnostics": 6,
-    "bundle_utils": 6,
 }
 
 

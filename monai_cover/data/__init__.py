@@ -91,14 +91,3 @@ __all__ = [
     "write_class_names",
 ]
 
-
-def __getattr__(name: str):
-    if name in ("ScaleIntensityByModalityd", "INTENSITY_MODES"):
-        import warnings
-
-        from monai_cover import transforms
-
-        msg = f"monai_cover.data.{name} moved to monai_cover.transforms.{name}."
-        warnings.warn(msg, DeprecationWarning, stacklevel=2)
-        return getattr(transforms, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
