@@ -95,14 +95,24 @@ def _main(argv: list[str] | None = None) -> int:
     p_path = sub.add_parser("path", help="print the folder of a bundle (for --config_file/--bundle_root)")
     p_path.add_argument("name", nargs="?", default="cover_pretrain_3d", choices=BUNDLE_NAMES)
     sub.add_parser("list", help="print every shipped bundle and its folder")
+    p_release = sub.add_parser("add-large-file", help="add a trained file to a bundle's large_files.yml (path, url, "
+                               "sha256), as model-zoo downloads and checks it")
+    p_release.add_argument("bundle_root", help="the bundle folder (holds configs/ and large_files.yml)")
+    p_release.add_argument("file", help="the file, inside the bundle (e.g. <bundle>/models/model.pt)")
+    p_release.add_argument("--url", required=True, help="where the uploaded file is served")
     args = parser.parse_args(argv)
     try:
-        if args.command == "path":
+        if args.command == "add-large-file":
+            from monai_cover.bundle.release import LARGE_FILES, add_large_file
+
+            entry = add_large_file(args.bundle_root, args.file, args.url)
+            print(f"{LARGE_FILES}: {entry['path']} {entry['hash_type']} {entry['hash_val']}")
+        elif args.command == "path":
             print(bundle_path(args.name))
         else:
             for name in BUNDLE_NAMES:
                 print(f"{name}\t{bundle_path(name)}")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
