@@ -22,7 +22,7 @@ step() {  # step NAME LOGFILE COMMAND...: run, keep the output in LOGFILE, print
 }
 
 step "dataset (5 synthetic cases)" "$root/dataset.log" \
-    env PYTHONPATH=tests/nnunet python -c "from pathlib import Path; from nnunet_helpers import make_raw_dataset; make_raw_dataset(Path('$root'), cases=5)"
+    python -m monai_cover.nnunet demo-dataset "$nnUNet_raw" --cases 5
 step "nnUNetv2_plan_and_preprocess" "$root/plan.log" \
     nnUNetv2_plan_and_preprocess -d 501 -c 3d_fullres -np 1 -npfp 1
 step "COVER pretraining ($epochs epochs, bundle)" "$root/pretrain.log" \

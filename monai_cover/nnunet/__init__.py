@@ -16,6 +16,7 @@ except ImportError as e:  # pragma: no cover - the extra is installed in CI
                       "dynamic-network-architectures).") from e
 
 from .data import NnUNetDataError, NnUNetDataReport, NnUNetPreprocessd, check_nnunet_data, nnunet_cases
+from .demo import DEMO_DATASET, write_demo_dataset
 from .plans import NnUNetPlan, NnUNetPlanError, find_plans_file
 from .pretraining import NnUNetWeightsSaver, capture_range_for_plan, levels_for_plan
 from .weights import (
@@ -28,6 +29,7 @@ from .weights import (
 )
 
 __all__ = [
+    "DEMO_DATASET",
     "NNUNET_SKIPPED",
     "NnUNetDataError",
     "NnUNetDataReport",
@@ -45,4 +47,5 @@ __all__ = [
     "nnunet_cases",
     "read_nnunet_weights",
     "save_nnunet_pretrained",
+    "write_demo_dataset",
 ]

@@ -6,7 +6,6 @@ the bundle tests import by the name ``conftest``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -48,26 +47,15 @@ def write_volume(path: Path, array: np.ndarray) -> None:
 
 
 def make_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
-    centre = rng.uniform(-0.3, 0.3, 3)[:, None, None, None]
-    inside = np.sqrt(((grid - centre) ** 2).sum(0)) < 0.5
-    image = 100 + 300 * inside + 50 * np.sin(6 * grid[0]) + rng.normal(0, 10, SHAPE)
-    return image.astype(np.float32), inside.astype(np.uint8)
+    from monai_cover.nnunet.demo import _case
+
+    return _case(rng)
 
 
 def make_raw_dataset(root: Path, cases: int = 4, seed: int = 0) -> Path:
-    folder = root / "raw" / DATASET
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    rng = np.random.default_rng(seed)
-    for i in range(cases):
-        image, label = make_case(rng)
-        write_volume(folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz", image)
-        write_volume(folder / "labelsTr" / f"case_{i:03d}.nii.gz", label)
-    meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "sphere": 1}, "numTraining": cases,
-            "file_ending": ".nii.gz"}
-    (folder / "dataset.json").write_text(json.dumps(meta))
-    return folder
+    from monai_cover.nnunet import write_demo_dataset
+
+    return write_demo_dataset(root / "raw", cases=cases, seed=seed, name=DATASET)
 
 
 def run_nnunet(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

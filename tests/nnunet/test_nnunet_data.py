@@ -105,3 +105,19 @@ def test_check_data_splits_and_reports(plan, tmp_path):
     (folder / "zero.nii.gz").write_bytes(b"")
     with pytest.raises(NnUNetDataError, match="zero.nii.gz: empty file"):
         check_nnunet_data(plan, folder)
+
+
+def test_demo_dataset_command(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "monai_cover.nnunet", "demo-dataset", str(tmp_path), "--cases", "2"],
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "Dataset501_Tiny"
+    assert proc.stdout.strip() == str(folder)
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == ["case_000_0000.nii.gz", "case_001_0000.nii.gz"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    again = subprocess.run([sys.executable, "-m", "monai_cover.nnunet", "demo-dataset", str(tmp_path)],
+                           capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert again.returncode == 2 and "exists already" in again.stderr
