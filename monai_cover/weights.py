@@ -122,8 +122,24 @@ def load_state_dict_file(
             return load_file(str(path), device=str(map_location))
         except Exception as e:
             raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e}).") from e
+    if _is_torchscript(path):
+        logger.info("load_pretrained: %s is a TorchScript archive: reading its state_dict through torch.jit.load.",
+                    path)
+        try:
+            module = torch.jit.load(str(path), map_location=map_location)
+        except Exception as e:
+            raise ValueError(f"{path}: a TorchScript archive that torch.jit.load cannot read ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}).") from e
+        return _pick_state_dict(dict(module.state_dict()), state_dict_key, str(path))
     try:
         obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        raise ValueError(
+            f"{path}: not a complete weights file ({size} bytes; truncated, corrupt or not written by torch.save): "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}. Use the run's other copy (models/model_best.pt, "
+            "models/model.safetensors, a checkpoint) or save the weights again."
+        ) from e
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" (e.g. {found.group(1)})" if found else ""
@@ -162,6 +178,16 @@ def save_safetensors(source: str | os.PathLike | Mapping[str, torch.Tensor], pat
     return path
 
 
+def _is_torchscript(path: str | os.PathLike) -> bool:
+    """A TorchScript archive (``torch.jit.save``): a zip file holding ``<name>/constants.pkl`` or ``<name>/code/``."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.split("/", 1)[-1].startswith(("constants.pkl", "code/")) for n in archive.namelist())
+
+
 def _pick_state_dict(obj, state_dict_key: str | None, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
         raise TypeError(f"{where}: expected a state dict (a mapping of tensors), got {type(obj).__name__}.")
@@ -198,8 +224,9 @@ def load_pretrained(
     map_location: str | torch.device = "cpu",
     state_dict_key: str | None = None,
     filter_func: Callable[[str, torch.Tensor], bool] | None = None,
+    partial: bool = False,
 ) -> LoadReport:
-    """Copy pretrained weights into ``network`` by key, and say which keys were loaded.
+    r"""Copy pretrained weights into ``network`` by key, and say which keys were loaded.
 
     Source keys are rewritten in this order: a leading ``"module."`` (DistributedDataParallel) is
     dropped; keys not starting with ``source_prefix`` are ignored and the prefix is stripped (e.g.
@@ -230,13 +257,18 @@ def load_pretrained(
         map_location: ``torch.load``'s map_location.
         state_dict_key: key of the state dict inside a checkpoint dict.
         filter_func: ``(destination key, source tensor) -> bool``; ``False`` skips the key (counted as excluded).
+        partial: load what fits when some tensors have other shapes (they are skipped and reported as
+            ``mismatched``). By default such a load is refused: a 2-D file into a 3-D network, or other widths, would
+            load the norms and biases and leave every convolution random. Name the keys with ``exclude`` instead
+            where you know them (e.g. ``exclude=r"^final_conv\."`` for another number of classes).
 
     Returns:
         a :py:class:`LoadReport`; it is also logged (INFO) by the ``monai_cover.weights`` logger.
 
     Raises:
-        WeightsMismatchError: (a ``ValueError``) no source tensor fits any destination key, or more keys have other
-            shapes than load (another architecture, e.g. other ``features``). The message tells
+        WeightsMismatchError: (a ``ValueError``) no source tensor fits any destination key, or a tensor outside
+            ``exclude`` has another shape (another architecture, other ``features``, 2-D vs 3-D, another number of
+            classes) unless ``partial=True``; nothing is loaded then. The message tells
             names that do not line up (a few keys of each side, so a ``prefix``/``source_prefix``/``mapping`` can be
             chosen) from shapes that differ (a few keys with both shapes, and for a ``BasicUNet`` the ``features``
             the file was trained with).
@@ -296,6 +328,12 @@ def load_pretrained(
         raise WeightsMismatchError(
             f"load_pretrained: {what} from {where} match {type(network).__name__}. "
             + _diagnose(report, network, renamed)
+        )
+    if report.mismatched and not partial:
+        raise WeightsMismatchError(
+            f"load_pretrained: {len(report.mismatched)} of the {len(dst)} tensors of {type(network).__name__} have "
+            f"another shape in {where}; nothing was loaded. " + _diagnose(report, network, renamed)
+            + " To load the tensors that fit anyway, pass partial=True."
         )
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise RuntimeError(
@@ -392,7 +430,16 @@ def _diagnose(report: LoadReport, network: torch.nn.Module | None, source_state:
         features = _basicunet_features(src)
         mine = _basicunet_features(dst)
         only_head = all(k.startswith("final_conv.") for k in report.mismatched)
-        if only_head:
+        dims = {(len(a) - 2, len(b) - 2) for k, (a, b) in report.mismatched.items()
+                if len(a) != len(b) and k.endswith("weight") and len(a) >= 4 and len(b) >= 4}
+        if dims:
+            file_dims, net_dims = sorted(dims)[0]
+            lines.append(
+                f"The file holds a {file_dims}-D network (its convolution kernels have {file_dims} spatial axes) and "
+                f"the network is {net_dims}-D: load {file_dims}-D weights into a network built with "
+                f"spatial_dims={file_dims}."
+            )
+        elif only_head:
             lines.append(
                 "Only the final convolution differs (another number of output classes): pass "
                 "exclude=r'^final_conv\\.' to leave it out."

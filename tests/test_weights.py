@@ -71,7 +71,14 @@ class TestLoadPretrained(unittest.TestCase):
 
     def test_mismatched_final_conv_and_exclude(self):
         dst = _unet(out_channels=5, seed=2)
-        report = load_pretrained(dst, self.bundle)
+        before = {k: v.clone() for k, v in dst.state_dict().items()}
+        with self.assertRaises(WeightsMismatchError) as ctx:  # refused unless asked for: nothing loaded
+            load_pretrained(dst, self.bundle)
+        self.assertIn("2 of the 82 tensors of BasicUNet have another shape", str(ctx.exception))
+        self.assertIn("Only the final convolution differs", str(ctx.exception))
+        self.assertIn("exclude=r'^final_conv\\.'", str(ctx.exception))
+        self.assertTrue(all(torch.equal(v, before[k]) for k, v in dst.state_dict().items()))
+        report = load_pretrained(dst, self.bundle, partial=True)
         self.assertEqual(sorted(report.mismatched), ["final_conv.bias", "final_conv.weight"])
         self.assertEqual(len(report.loaded), len(dst.state_dict()) - 2)
         report = load_pretrained(_unet(out_channels=5), self.bundle, exclude=r"^final_conv\.")
@@ -127,7 +134,7 @@ class TestLoadPretrained(unittest.TestCase):
         self.assertNotIn("Names:", text)  # the names line up: not advised to set a prefix
         self.assertNotIn("Set source_prefix", text)
         # another number of classes: only the head differs, and the diagnosis says what to exclude
-        report = load_pretrained(_unet(out_channels=5), self.bundle)
+        report = load_pretrained(_unet(out_channels=5), self.bundle, partial=True)
         diagnosis = report.diagnosis(_unet(out_channels=5), self.src.state_dict())
         self.assertIn("Only the final convolution differs", diagnosis)
 
@@ -204,3 +211,34 @@ def test_safetensors_round_trip_and_folder_resolution(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError, match="bad.safetensors: not a readable safetensors file"):
         load_pretrained(dst, tmp_path / "bad.safetensors")
+
+
+def test_2d_weights_into_a_3d_network_are_refused():
+    src = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 4, 8, 8, 16, 4))
+    dst = BasicUNet(spatial_dims=3, in_channels=1, out_channels=1, features=(4, 4, 8, 8, 16, 4))
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(WeightsMismatchError) as e:
+        load_pretrained(dst, src.state_dict())
+    text = str(e.value)
+    assert "23 of the 82 tensors of BasicUNet have another shape in a state dict; nothing was loaded" in text
+    assert "'conv_0.conv_0.conv.weight': file (4, 1, 3, 3) vs network (4, 1, 3, 3, 3)" in text
+    assert "The file holds a 2-D network" in text and "the network is 3-D" in text and "spatial_dims=2" in text
+    assert "partial=True" in text
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())
+    with pytest.raises(WeightsMismatchError, match="the file holds a 3-D network|The file holds a 3-D network"):
+        load_pretrained(BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 16, 4)), dst.state_dict())
+
+
+def test_torchscript_and_truncated_files(tmp_path):
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 4, 8, 8, 16, 4))
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "model.ts"))
+    fresh = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 4, 8, 8, 16, 4))
+    report = load_pretrained(fresh, tmp_path / "model.ts", strict=True)  # its state dict, no weights_only advice
+    assert len(report.loaded) == len(net.state_dict())
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in net.state_dict().items())
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{tmp_path / 'model.pt'}: not a complete weights file \\({len(data) // 2} "
+                                         "bytes; truncated"):
+        load_pretrained(fresh, tmp_path)
