@@ -81,21 +81,32 @@ class TransformSeedHandler(_OnEvent):
 
 
 def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epoch=*.pt") -> str | None:
-    """Path of the complete checkpoint with the highest epoch number in ``ckpt_dir`` (``CheckpointSaver``'s
+    """Path of the intact checkpoint with the highest epoch number in ``ckpt_dir`` (``CheckpointSaver``'s
     ``checkpoint_epoch=<n>.pt`` files), or ``None`` when there is none.
 
     MONAI's ``CheckpointSaver`` writes in place (not atomically), so a run killed while saving leaves a file cut
-    short; ``torch.save`` writes a zip archive whose directory comes last, so such a file is no zip archive and
-    is skipped (the run resumes from the checkpoint before it)."""
-    found = []
-    for path in glob.glob(os.path.join(str(ckpt_dir), pattern)):
-        m = re.search(r"=(\d+)\.pt$", path)
-        if m:
-            found.append((int(m.group(1)), path))
-    for _, path in sorted(found, reverse=True):
-        if zipfile.is_zipfile(path):
+    short, and a disk can corrupt one. ``torch.save`` writes a zip archive whose directory comes last and whose
+    members carry CRC-32s: a file that is no zip archive (cut short) or whose members fail their CRC (corrupted
+    inside, size kept) is skipped with a warning naming it and why, and the newest intact one before it is taken."""
+    logger = logging.getLogger(__name__)
+    for _, path in reversed(_checkpoints(ckpt_dir, pattern)):
+        why = _checkpoint_damage(path)
+        if why is None:
             return path
+        logger.warning("resume: skipping %s (%s); trying the checkpoint before it.", path, why)
     return None
+
+
+def _checkpoint_damage(path: str) -> str | None:
+    """Why ``path`` cannot be a whole ``torch.save`` archive, or ``None`` when it is intact."""
+    if not zipfile.is_zipfile(path):
+        return f"not a whole archive: {os.path.getsize(path)} bytes, cut short"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"unreadable archive: {e}"
+    return None if bad is None else f"corrupted inside: member {bad} fails its CRC check"
 
 
 def _checkpoints(ckpt_dir: str | os.PathLike, pattern: str) -> list[tuple[int, str]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -102,7 +103,7 @@ def test_cover_metrics_values():
     assert cos.compute() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_find_latest_checkpoint_and_export(tmp_path):
+def test_find_latest_checkpoint_and_export(tmp_path, caplog):
     assert find_latest_checkpoint(tmp_path) is None
     for n in (2, 10, 9):
         torch.save({"epoch": torch.tensor(n)}, tmp_path / f"checkpoint_epoch={n}.pt")
@@ -114,6 +115,17 @@ def test_find_latest_checkpoint_and_export(tmp_path):
     assert os.path.basename(find_latest_checkpoint(tmp_path)) == "checkpoint_epoch=10.pt"
     for n in (11, 12):
         (tmp_path / f"checkpoint_epoch={n}.pt").unlink()
+    # corrupted inside, size kept (the archive's directory is intact): its CRC check fails, epoch 9 is taken
+    torch.save({"weights": torch.arange(1000.0)}, tmp_path / "checkpoint_epoch=10.pt")
+    data = bytearray((tmp_path / "checkpoint_epoch=10.pt").read_bytes())
+    start = data.index(torch.arange(1000.0).numpy().tobytes()[:64])
+    data[start + 100 : start + 110] = b"\xff" * 10
+    (tmp_path / "checkpoint_epoch=10.pt").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="monai_cover.handlers.training"):
+        assert os.path.basename(find_latest_checkpoint(tmp_path)) == "checkpoint_epoch=9.pt"
+    assert any("skipping" in r.message and "checkpoint_epoch=10.pt" in r.message and "corrupted inside" in r.message
+               for r in caplog.records)
+    (tmp_path / "checkpoint_epoch=10.pt").unlink()
     src = bundle_path("cover_pretrain_3d")
     before = sorted(p.name for p in src.rglob("*"))
     export_bundle(src, tmp_path / "out")
