@@ -59,7 +59,10 @@ class PretrainMethod(PretextTask):
     @property
     def loss_title(self) -> str:
         """A one-line name of what the loss measures, e.g. for a loss summary."""
-        return "COVER pretraining loss (L_vec + L_con)" if self.name == "cover" else f"{self.name} pretraining loss"
+        formula = getattr(self.loss, "formula", None)
+        if self.name == "cover":
+            return f"COVER pretraining loss ({formula})" if formula else "COVER pretraining loss"
+        return f"{self.name} pretraining loss"
 
 
 def method_kwargs(

@@ -264,6 +264,14 @@ class CoverLoss(_Loss):
         )
         self.spread_loss = FeatureSpreadLoss(reduction=self.reduction, **dict(spread_kwargs or {}))
 
+    @property
+    def formula(self) -> str:
+        """The weighted sum this loss computes, e.g. ``"L_vec + L_con + L_spread"`` (default) or
+        ``"L_vec + L_con"`` (:py:meth:`paper`); terms of weight 0 are left out, other weights than 1 shown."""
+        terms = [(self.vector_weight, "L_vec"), (self.consistency_weight, "L_con"), (self.spread_weight, "L_spread")]
+        shown = [name if w == 1.0 else f"{w:g}*{name}" for w, name in terms if w != 0.0]
+        return " + ".join(shown) or "0"
+
     @classmethod
     def paper(cls, **kwargs) -> CoverLoss:
         """The objective of the paper and its reference code: ``L_vec + L_con`` with weights 1 and 1, L_con on the

@@ -232,3 +232,24 @@ class TestCollapseGuards(unittest.TestCase):
         torch.testing.assert_close(value, terms["vector"] + terms["consistency"] + 0.5 * terms["spread"])
         with self.assertRaisesRegex(ValueError, "spread_weight"):
             CoverLoss(spread_weight=-1)
+
+
+def test_formula_names_the_terms_it_sums():
+    from monai_cover.methods import build_method
+    from monai_cover.networks import FeaturePyramid
+    from monai_cover.networks.nets import CoverNet
+
+    assert CoverLoss().formula == "L_vec + L_con + L_spread"
+    assert CoverLoss.paper().formula == "L_vec + L_con"
+    assert CoverLoss(spread_weight=0.5, vector_weight=2).formula == "2*L_vec + L_con + 0.5*L_spread"
+    assert CoverLoss(vector_weight=0, consistency_weight=0, spread_weight=0).formula == "0"
+    from monai.networks.nets import BasicUNet
+
+    pyramid = FeaturePyramid(BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 16, 4)))
+    from monai_cover.engines import CoverPrepareBatch
+    from monai_cover.transforms import RandCoverPaird
+
+    method = build_method("cover", pyramid, cover_net=CoverNet(pyramid, levels=2), cover_loss=CoverLoss(),
+                          transform=RandCoverPaird(keys="image", spatial_size=(32, 32)),
+                          cover_prepare_batch=CoverPrepareBatch())
+    assert method.loss_title == "COVER pretraining loss (L_vec + L_con + L_spread)"  # loss_summary.txt's heading
