@@ -14,6 +14,7 @@ from .training import (
     GradientClipHandler,
     ProgressBarHandler,
     TransformSeedHandler,
+    ValidateAtEndHandler,
     find_latest_checkpoint,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "ProgressBarHandler",
     "SafetensorsExportHandler",
     "TransformSeedHandler",
+    "ValidateAtEndHandler",
     "cover_output_transform",
     "find_latest_checkpoint",
     "read_loss_summary",

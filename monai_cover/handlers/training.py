@@ -19,6 +19,7 @@ __all__ = [
     "GradientClipHandler",
     "ProgressBarHandler",
     "TransformSeedHandler",
+    "ValidateAtEndHandler",
     "find_latest_checkpoint",
 ]
 
@@ -196,3 +197,46 @@ def _loss_of(output) -> dict:
         output = output[0]
     loss = output["loss"] if isinstance(output, dict) else output
     return {"loss": float(loss.item() if isinstance(loss, torch.Tensor) else loss)}
+
+
+class ValidateAtEndHandler:
+    """Make a training run end with a validated, saved model.
+
+    On ``Events.COMPLETED``: when the last epoch was not a validation epoch (``epoch % interval != 0``, e.g.
+    ``--epochs 2`` with ``val_interval`` 5), run ``validator`` once more, so its key-metric saver writes the best
+    model; then, when ``model_file`` still does not exist (no validation data), save ``network``'s weights there
+    (atomically) with a warning that it is the final model, not the best one.
+
+    Attach it before handlers that read ``model_file`` at the end (e.g. ``SafetensorsExportHandler``).
+
+    Args:
+        validator: the validation engine (``None``: no validation data).
+        interval: the epochs between validations of ``monai.handlers.ValidationHandler``.
+        model_file: the file the validator's saver writes (``models/model.pt``).
+        network: the network whose weights are saved when nothing wrote ``model_file``.
+        enabled: ``False`` on the non-zero ranks of a distributed run (validation still runs on every rank).
+    """
+
+    def __init__(self, validator, interval: int, model_file: str | os.PathLike, network: torch.nn.Module,
+                 enabled: bool = True) -> None:
+        self.validator, self.interval = validator, int(interval)
+        self.model_file, self.network, self.enabled = str(model_file), network, bool(enabled)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = int(engine.state.epoch)
+        if self.validator is not None and self.interval > 0 and epoch % self.interval != 0:
+            logging.getLogger(__name__).info("validating the last epoch (%d) as well", epoch)
+            self.validator.run(epoch)
+        if not self.enabled or os.path.isfile(self.model_file):
+            return
+        logging.getLogger(__name__).warning(
+            "no validation ran, so %s is the final model (epoch %d), not the best by validation.", self.model_file,
+            epoch,
+        )
+        os.makedirs(os.path.dirname(self.model_file) or ".", exist_ok=True)
+        tmp = f"{self.model_file}.tmp"
+        torch.save(self.network.state_dict(), tmp)
+        os.replace(tmp, self.model_file)
