@@ -26,6 +26,7 @@ from .overrides import (
     install_error_hook,
 )
 from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
+from .run_record import RUN_RECORD, check_run_settings, read_run_record, run_setting, write_run_record
 from .weights import load_backbone_weights
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "OutputDirLock",
     "OutputDirLockedError",
     "OverrideError",
+    "RUN_RECORD",
     "as_bool",
     "batch_size_for_device",
     "bundle_command_line",
@@ -43,6 +45,7 @@ __all__ = [
     "bundles_dir",
     "check_backbone",
     "check_overrides",
+    "check_run_settings",
     "estimate_pair_bytes",
     "command_line_config_files",
     "export_bundle",
@@ -54,4 +57,7 @@ __all__ = [
     "lock_output_dir",
     "num_workers_for_device",
     "patch_size_for_device",
+    "read_run_record",
+    "run_setting",
+    "write_run_record",
 ]
