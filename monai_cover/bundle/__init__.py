@@ -6,6 +6,7 @@ the package."""
 from __future__ import annotations
 
 from .backbones import BACKBONE_OVERRIDES, check_backbone
+from .checks import check_run
 from .device import (
     batch_size_for_device,
     estimate_pair_bytes,
@@ -45,6 +46,7 @@ __all__ = [
     "bundles_dir",
     "check_backbone",
     "check_overrides",
+    "check_run",
     "check_run_settings",
     "estimate_pair_bytes",
     "command_line_config_files",

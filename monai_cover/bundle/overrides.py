@@ -290,22 +290,34 @@ def _not_an_argument(component_id: str, target: Any, name: str) -> str | None:
 
 def install_error_hook() -> None:
     """Make an uncaught error a user can fix (an exception with ``user_error = True``, also as the cause of MONAI's
-    ``RuntimeError: Failed to evaluate ...``) end the output with ``ERROR: <its message>`` after the traceback.
-    Installed once, on a bundle command line."""
+    ``RuntimeError: Failed to evaluate ...``) end the run with one line, ``ERROR: <its message>``, on stderr. The
+    traceback, 50-odd lines of MONAI's config resolution that bury the cause, goes to
+    ``<temp dir>/monai_cover_last_error.log`` (named on the line before) instead; ``MONAI_COVER_DEBUG=1`` prints it
+    too. Other errors keep Python's own output. Installed once, on a bundle command line."""
     if getattr(sys.excepthook, "_monai_cover", False):
         return
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        previous(exc_type, exc, tb)
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            seen.add(id(exc))
-            if getattr(exc, "user_error", False):
-                sys.stderr.write(f"\nERROR: {exc}\n")
-                sys.stderr.flush()
-                break
-            exc = exc.__cause__ or exc.__context__
+        cause, seen = exc, set()
+        while cause is not None and id(cause) not in seen and not getattr(cause, "user_error", False):
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        if cause is None or not getattr(cause, "user_error", False) or os.environ.get("MONAI_COVER_DEBUG"):
+            previous(exc_type, exc, tb)
+        if cause is None or not getattr(cause, "user_error", False):
+            return
+        import tempfile
+        import traceback
+
+        log = Path(tempfile.gettempdir()) / "monai_cover_last_error.log"
+        try:
+            log.write_text("".join(traceback.format_exception(exc_type, exc, tb)), encoding="utf-8")
+            where = f"(traceback in {log}; MONAI_COVER_DEBUG=1 prints it)"
+        except OSError:
+            where = "(MONAI_COVER_DEBUG=1 prints the traceback)"
+        sys.stderr.write(f"\n{where}\nERROR: {cause}\n")  # the cause last: what a terminal shows
+        sys.stderr.flush()
 
     hook._monai_cover = True  # type: ignore[attr-defined]
     sys.excepthook = hook

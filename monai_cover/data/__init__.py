@@ -10,6 +10,8 @@ from .classes import class_names, write_class_names
 from .datalist import (
     MODALITIES,
     VOLUME_SUFFIXES,
+    DatalistError,
+    DatasetNotFoundError,
     find_images,
     find_volumes,
     get_datalist,
@@ -51,6 +53,8 @@ from .readers import (
 )
 
 __all__ = [
+    "DatalistError",
+    "DatasetNotFoundError",
     "DATASET_TYPES",
     "DEMO_VOLUMES",
     "MODALITIES",

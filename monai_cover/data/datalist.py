@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "DatalistError",
+    "DatasetNotFoundError",
     "MODALITIES",
     "VOLUME_SUFFIXES",
     "find_images",
@@ -40,6 +42,18 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class DatalistError(ValueError):
+    """A ``dataset_dir`` or datalist that gives no usable items (the message names it and why)."""
+
+    user_error = True
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A ``dataset_dir``, datalist or label file that does not exist (named in the message)."""
+
+    user_error = True
 
 #: file suffixes read as one volume each
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -78,7 +92,7 @@ def _walk_visible(folder: str | os.PathLike) -> Iterator[tuple[Path, list[str], 
     """
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
+        raise DatasetNotFoundError(f"dataset_dir {str(folder)!r} is not a folder.")
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         yield Path(dirpath), dirnames, sorted(filenames)
@@ -140,7 +154,7 @@ def normalize_modality(value, where: str = "--modality") -> str:
         return ""
     key = str(value).strip().upper()
     if key not in _MODALITY_ALIASES:
-        raise ValueError(
+        raise DatalistError(
             f"{where}: unknown modality {value!r}; accepted: {', '.join(MODALITIES)} (case-insensitive), or empty for "
             "none. Intensity scaling depends on it (CT: HU window; MR, CR, DX: percentiles); for another modality pass "
             "--intensity mri (percentiles) or --intensity none and leave --modality empty."
@@ -178,7 +192,7 @@ def _load_json_datalist(path: Path, val_fraction: float) -> dict:
     with open(path) as f:
         content = json.load(f)
     if "training" not in content:
-        raise ValueError(f"datalist {str(path)!r} has no 'training' list (keys: {sorted(content)}).")
+        raise DatalistError(f"datalist {str(path)!r} has no 'training' list (keys: {sorted(content)}).")
     base = str(path.parent)
     train = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key="training", base_dir=base)
     info = {"source": "datalist", "path": str(path)}
@@ -245,7 +259,7 @@ def get_datalist(
     ignored: list[dict] = []
     if dataset_dir is None or str(dataset_dir).strip() == "":
         if cache_dir is None:
-            raise ValueError("get_datalist: the demo data needs a cache_dir to write its NIfTI copies.")
+            raise DatalistError("get_datalist: the demo data needs a cache_dir to write its NIfTI copies.")
         if two_d:
             out = demo_segmentation_2d_datalist(cache_dir) if labels else demo_pretrain_2d_datalist(cache_dir)
         else:
@@ -263,10 +277,10 @@ def get_datalist(
         root = Path(dataset_dir).expanduser()
         if root.is_file():
             if not root.name.lower().endswith(".json"):
-                raise ValueError(f"dataset_dir {str(root)!r} is a file but not a datalist JSON.")
+                raise DatalistError(f"dataset_dir {str(root)!r} is a file but not a datalist JSON.")
             out = _load_json_datalist(root, val_fraction)
         elif not root.is_dir():
-            raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist.")
+            raise DatasetNotFoundError(f"dataset_dir {str(root)!r} does not exist.")
         elif any((root / n).is_file() for n in _DATALIST_NAMES):
             out = _load_json_datalist(next(root / n for n in _DATALIST_NAMES if (root / n).is_file()), val_fraction)
         elif (root / "imagesTr").is_dir():
@@ -277,7 +291,7 @@ def get_datalist(
                 if (root / "labelsTr").is_dir():
                     lab = root / "labelsTr" / Path(img).name
                     if labels and not lab.exists():
-                        raise FileNotFoundError(f"no label {str(lab)!r} for image {img!r}.")
+                        raise DatasetNotFoundError(f"no label {str(lab)!r} for image {img!r}.")
                     if lab.exists():
                         item["label"] = str(lab)
                 items.append(item)
@@ -286,7 +300,7 @@ def get_datalist(
                            "split_kind": "val_fraction"}  # fmt: skip
         else:
             if labels:
-                raise ValueError(
+                raise DatalistError(
                     f"dataset_dir {str(root)!r}: segmentation needs a datalist JSON with image/label pairs or a "
                     "Decathlon-layout folder (imagesTr/, labelsTr/)."
                 )
@@ -298,11 +312,11 @@ def get_datalist(
         others = ""
         if ignored:
             others = f" ({len(ignored)} other file(s) ignored, e.g. {ignored[0]['path']!r}: {ignored[0]['reason']})"
-        raise ValueError(f"dataset_dir {where}: no training volumes found{others}.")
+        raise DatalistError(f"dataset_dir {where}: no training volumes found{others}.")
     if labels:
         for item in out["training"] + out["validation"]:
             if "label" not in item:
-                raise ValueError(f"dataset_dir {str(root)!r}: item without 'label': {item}.")
+                raise DatalistError(f"dataset_dir {str(root)!r}: item without 'label': {item}.")
     for item in out["training"] + out["validation"]:  # every item gets one, so batches collate
         if item.get("modality") not in (None, "", "unknown"):
             item["modality"] = normalize_modality(item["modality"], where=f"datalist item {item.get('image')!r}")
@@ -360,7 +374,7 @@ def inference_datalist(
         items = [{"image": p} for p in find(sub, ignored=ignored)]
         info = {"source": "folder", "path": str(sub)}
     else:
-        raise FileNotFoundError(f"inference input {str(root)!r} does not exist.")
+        raise DatasetNotFoundError(f"inference input {str(root)!r} does not exist.")
     out = []
     for item in items:
         item = {k: v for k, v in dict(item).items() if k != "label"}
@@ -370,6 +384,6 @@ def inference_datalist(
             item["modality"] = default_modality or "unknown"
         out.append(item)
     if not out:
-        raise ValueError(f"inference input {str(root)!r}: no volumes found.")
+        raise DatalistError(f"inference input {str(root)!r}: no volumes found.")
     info["ignored"] = ignored
     return {"testing": out, "info": info}
