@@ -316,7 +316,7 @@ def init_segmenter(cfg: dict, state: dict | None, seed: int) -> torch.nn.Module:
     torch.manual_seed(50_000 + seed)
     net = make_unet(cfg)
     if state is not None:
-        rep = load_pretrained(net, state, exclude=r"^final_conv\.")
+        rep = load_pretrained(net, state, exclude=r"^final_conv\.", partial=True)  # checked below
         if rep.missing or rep.unexpected or rep.mismatched or not rep.excluded:
             raise RuntimeError(f"pretrained weights do not fit the segmentation BasicUNet: {rep}; missing "
                                f"{rep.missing[:5]}, unexpected {rep.unexpected[:5]}, mismatched {rep.mismatched}.")

@@ -32,6 +32,7 @@ def load_backbone_weights(
     Returns:
         the :py:class:`~monai_cover.weights.LoadReport`.
     """
+    kwargs.setdefault("partial", True)  # shape mismatches are reported below, with the report written first
     report = load_pretrained(network, source, exclude=exclude, **kwargs)
     if report_file is not None and is_rank_zero():
         Path(report_file).parent.mkdir(parents=True, exist_ok=True)
