@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 root=$(realpath -m "${1:-runs/nnunet_handoff}")
 epochs=${2:-4}
 device=$(python -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+# nnUNetv2_train imports every trainer module; the Primus ones import timm, which imports torchvision: a torchvision
+# built for another torch (e.g. PyPI's CUDA build beside a CPU-only torch) stops it with "torchvision::nms does not
+# exist". Say so before the long steps.
+if ! python -c "import torchvision" > /dev/null 2>&1; then
+    echo "torchvision does not import with torch $(python -c 'import torch; print(torch.__version__)'):" \
+         "nnUNetv2_train needs the torchvision built for this torch (nnU-Net's timm imports it); install it first."
+    exit 1
+fi
 rm -rf "$root" && mkdir -p "$root"
 export nnUNet_raw=$root/raw nnUNet_preprocessed=$root/preprocessed nnUNet_results=$root/results
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
