@@ -13,6 +13,7 @@ collapsing?
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -197,6 +198,15 @@ class FeatureCollapseMetric(CumulativeIterationMetric):
 
     def aggregate(self) -> torch.Tensor:
         features = self.get_buffer()
+        if features is not None:
+            finite = torch.isfinite(features).all(dim=1)
+            if not bool(finite.all()):
+                warnings.warn(
+                    f"FeatureCollapseMetric: {int((~finite).sum())} of {features.shape[0]} sampled feature vectors are "
+                    "not finite (overflow under low precision, or a diverged network); the statistic is computed on "
+                    "the finite ones (NaN when fewer than 2).", RuntimeWarning, stacklevel=2,
+                )
+                features = features[finite]
         if features is None or features.shape[0] < 2:
             return torch.tensor(float("nan"), dtype=torch.float64)
         if self.statistic == "effective_rank":

@@ -89,5 +89,18 @@ def test_collapse_metric_over_batches():
     rank.reset()
     rank({"features_a": collapsed, "features_b": collapsed}, target)
     assert rank.aggregate().item() == 0.0  # constant rows: nothing left after centring
+    # non-finite vectors (a bf16 overflow) are left out with a warning, instead of failing the SVD and the run
+    rank.reset()
+    broken = spread.clone()
+    broken[0, :, 0, 0] = float("inf")
+    rank({"features_a": broken, "features_b": spread}, target)
+    with pytest.warns(RuntimeWarning, match="1 of 64 sampled feature vectors are not finite"):
+        value = rank.aggregate().item()
+    assert 6.0 < value < 8.0
+    rank.reset()
+    rank({"features_a": torch.full_like(spread, float("nan")), "features_b": torch.full_like(spread, float("nan"))},
+         target)
+    with pytest.warns(RuntimeWarning, match="64 of 64"):
+        assert torch.isnan(rank.aggregate())
     with pytest.raises(ValueError, match="statistic"):
         FeatureCollapseMetric("variance")
