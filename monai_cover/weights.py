@@ -19,6 +19,7 @@ __all__ = [
     "LoadReport",
     "RefusedPickleError",
     "WeightsMismatchError",
+    "atomic_write",
     "load_pretrained",
     "load_state_dict_file",
     "resolve_weights_path",
@@ -152,6 +153,29 @@ def load_state_dict_file(
     return _pick_state_dict(obj, state_dict_key, str(path))
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """Write ``path`` through ``write(temporary_path)`` and rename it into place, so a failed write (a full disk,
+    a kill) leaves the previous file as it was and no temporary file behind. The parent folder is created.
+
+    Returns:
+        ``path``.
+    """
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def save_safetensors(source: str | os.PathLike | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state dict, or the weights of a file :py:func:`load_state_dict_file` reads (e.g. ``models/model.pt``),
     as safetensors at ``path`` (atomically: a temporary file renamed). Tensors that share memory (a module used in two
@@ -167,15 +191,7 @@ def save_safetensors(source: str | os.PathLike | Mapping[str, torch.Tensor], pat
     else:
         state = load_state_dict_file(source)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 
 def _is_torchscript(path: str | os.PathLike) -> bool:

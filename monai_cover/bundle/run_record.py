@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_cover.weights import atomic_write
+
 from .overrides import OverrideError, bundle_command_line
 
 __all__ = ["RUN_RECORD", "check_run_settings", "read_run_record", "run_setting", "write_run_record"]
@@ -32,11 +34,8 @@ def write_run_record(model_dir: str | os.PathLike, settings: Mapping[str, Any], 
     0) writes nothing. Returns the path written."""
     if not enabled:
         return None
-    path = Path(model_dir) / RUN_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RUN_RECORD}.tmp")
-    tmp.write_text(json.dumps(_plain(dict(settings)), indent=4) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(_plain(dict(settings)), indent=4) + "\n"
+    path = atomic_write(Path(model_dir) / RUN_RECORD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return str(path)
 
 

@@ -14,6 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from monai_cover.weights import atomic_write
+
 __all__ = [
     "CheckpointRetentionHandler",
     "GradientClipHandler",
@@ -236,7 +238,5 @@ class ValidateAtEndHandler:
             "no validation ran, so %s is the final model (epoch %d), not the best by validation.", self.model_file,
             epoch,
         )
-        os.makedirs(os.path.dirname(self.model_file) or ".", exist_ok=True)
-        tmp = f"{self.model_file}.tmp"
-        torch.save(self.network.state_dict(), tmp)
-        os.replace(tmp, self.model_file)
+        state = self.network.state_dict()
+        atomic_write(self.model_file, lambda tmp: torch.save(state, tmp))

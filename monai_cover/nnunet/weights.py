@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from monai_cover.weights import atomic_write
 
 from .plans import NnUNetPlan
 
@@ -20,19 +21,6 @@ __all__ = ["NNUNET_SKIPPED", "NnUNetWeightsCheck", "check_nnunet_weights", "comp
 
 #: parts of a key that nnU-Net's loader never transfers (the segmentation layers, whose classes are the target's)
 NNUNET_SKIPPED = (".seg_layers.",)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_nnunet_pretrained(network: nn.Module, path: str | os.PathLike, record: dict | None = None) -> Path:
@@ -44,10 +32,10 @@ def save_nnunet_pretrained(network: nn.Module, path: str | os.PathLike, record: 
     keys)."""
     path = Path(path)
     state = {k: v.detach().to("cpu").clone() for k, v in network.state_dict().items()}
-    _atomic_write(path, lambda tmp: torch.save({"network_weights": state}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"network_weights": state}, tmp))
     if record is not None:
         text = json.dumps(record, indent=4, default=str)
-        _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     return path
 
 
