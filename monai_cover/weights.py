@@ -166,8 +166,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's (or the writer's) 0600 would hide the file from the user's group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -56,8 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nonfinite", choices=("error", "replace"), default="error")
     parser.add_argument("--pad_small", action="store_true", help="pad volumes smaller than the patch")
     parser.add_argument("--labels", action="store_true", help="segmentation data (image/label pairs)")
-    parser.add_argument("--num_classes", type=int, default=None, help="label values must be < num_classes")
+    parser.add_argument("--num_classes", type=int, default=None, help=(
+        "label values must be < num_classes (with --labels; default: the fine-tuning bundle's, 8 in 3-D and 4 in "
+        "2-D, so this check agrees with the bundle's)"))
     parser.add_argument("--modality", default="", help="CT or MR, for items without their own")
+    parser.add_argument("--intensity", default="auto", choices=("auto", "ct", "mri", "none"),
+                        help="the bundles' intensity mode: the report says which scaling each file gets and why")
     parser.add_argument("--val_fraction", type=float, default=0.2)
     parser.add_argument("--output_dir", default=".", help="where data_report.json/.md are written")
     parser.add_argument("--num_workers", type=int, default=0, help="threads reading files")
@@ -88,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    num_classes = args.num_classes
+    if args.labels and num_classes is None:
+        num_classes, why = _bundle_num_classes(datalist.get("info", {}), args.spatial_dims)
+        print(f"data check | label values checked against num_classes {num_classes} ({why})")
     two_d = {}
     if args.spatial_dims == 2:
         two_d = dict(readers=image_readers_2d(), spatial_dims=2, axcodes=None, slice_axis=args.slice_axis,
@@ -105,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pad_small=args.pad_small,
             on_bad_file=args.on_bad_file,
             nonfinite=args.nonfinite,
-            num_classes=args.num_classes,
+            num_classes=num_classes,
+            intensity=args.intensity,
             dataset_type="auto",
             output_dir=args.output_dir,
             num_workers=args.num_workers,
@@ -116,6 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"report: {args.output_dir}/data_report.json, {args.output_dir}/data_report.md")
     return 0
+
+
+def _bundle_num_classes(info: dict, spatial_dims: int) -> tuple[int, str]:
+    """``num_classes`` as the fine-tuning bundle takes it without ``--num_classes`` (its default), so that this
+    check and the bundle's agree; the data's own label names (a Decathlon ``dataset.json``) are mentioned when their
+    count differs."""
+    default = 4 if int(spatial_dims) == 2 else 8
+    why = f"cover_finetune_{spatial_dims}d's default, as the bundle checks them"
+    labels = info.get("labels") if isinstance(info, dict) else None
+    if labels and len(labels) != default:
+        why += f"; the data's dataset.json names {len(labels)} labels: pass --num_classes {len(labels)} to both"
+    return default, why
 
 
 if __name__ == "__main__":

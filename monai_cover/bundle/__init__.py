@@ -6,7 +6,7 @@ the package."""
 from __future__ import annotations
 
 from .backbones import BACKBONE_OVERRIDES, check_backbone
-from .checks import check_run
+from .checks import check_model_file, check_run
 from .device import (
     batch_size_for_device,
     estimate_pair_bytes,
@@ -18,6 +18,7 @@ from .distributed import is_rank_zero
 from .export import export_bundle
 from .lock import LOCK_NAME, OutputDirLock, OutputDirLockedError, lock_output_dir
 from .overrides import (
+    COMMON_OVERRIDE_CHECKS,
     MONAI_RUN_ARGS,
     OverrideError,
     as_bool,
@@ -27,12 +28,14 @@ from .overrides import (
     install_error_hook,
 )
 from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
+from .resources import available_memory_bytes, check_resources, step_memory_bytes
 from .run_record import RUN_RECORD, check_run_settings, read_run_record, run_setting, write_run_record
 from .weights import load_backbone_weights
 
 __all__ = [
     "BACKBONE_OVERRIDES",
     "BUNDLE_NAMES",
+    "COMMON_OVERRIDE_CHECKS",
     "LOCK_NAME",
     "MONAI_RUN_ARGS",
     "OutputDirLock",
@@ -40,12 +43,15 @@ __all__ = [
     "OverrideError",
     "RUN_RECORD",
     "as_bool",
+    "available_memory_bytes",
     "batch_size_for_device",
     "bundle_command_line",
     "bundle_path",
     "bundles_dir",
     "check_backbone",
+    "check_model_file",
     "check_overrides",
+    "check_resources",
     "check_run",
     "check_run_settings",
     "estimate_pair_bytes",
@@ -61,5 +67,6 @@ __all__ = [
     "patch_size_for_device",
     "read_run_record",
     "run_setting",
+    "step_memory_bytes",
     "write_run_record",
 ]

@@ -13,7 +13,7 @@ import torch
 
 from .overrides import OverrideError
 
-__all__ = ["MIN_FREE_BYTES", "check_run"]
+__all__ = ["MIN_FREE_BYTES", "check_model_file", "check_run"]
 
 #: the least free space an output folder's disk must have for a run to start (checkpoints, logs, models)
 MIN_FREE_BYTES = 200 * 2**20
@@ -68,3 +68,21 @@ def check_run(device: Any, epochs: Any, output_dir: str | os.PathLike, min_free_
     if problems:
         raise OverrideError("\n".join(problems) if len(problems) == 1 else
                             f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def check_model_file(path: str | os.PathLike, made_by: str = "the fine-tuning bundle") -> None:
+    """Refuse to run inference or evaluation without the trained weights it loads.
+
+    Args:
+        path: the model file (``models/model.pt`` of a run's ``--output_dir``).
+        made_by: what writes that file, for the message.
+
+    Raises:
+        OverrideError: the file is missing or empty; the message names it and how to get it.
+    """
+    model = Path(str(path)).expanduser()
+    if not model.is_file():
+        raise OverrideError(f"no trained model at {model}: run {made_by} first, or point --output_dir at the folder "
+                            "of the run that trained it (its models/ holds the file).")
+    if model.stat().st_size == 0:
+        raise OverrideError(f"{model} is empty (0 bytes): a write that failed? Train again or restore the file.")

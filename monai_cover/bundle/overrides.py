@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "COMMON_OVERRIDE_CHECKS",
     "MONAI_RUN_ARGS",
     "OverrideError",
     "as_bool",
@@ -65,6 +66,30 @@ MONAI_RUN_ARGS = (
     "properties_path",
     "tracking",
 )
+#: checks every bundle shares, for keys whose default does not show the type (expressions) or that take a few values;
+#: a config's ``override_checks`` adds to them and wins where both name a key (the 2-D bundles' ``modality``)
+COMMON_OVERRIDE_CHECKS: dict[str, Any] = {
+    "amp": "bool",
+    "resume": "bool",
+    "pretrained": "bool",
+    "pad_small": "bool",
+    "strict_overrides": "bool",
+    "keep_freed_memory": "bool",
+    "num_workers": "int",
+    "batch_size": "int",
+    "num_classes": "int",
+    "in_channels": "int",
+    "patch_size": "list",
+    "features": "list",
+    "spacing": "list",
+    "class_names": "list",
+    "modality": ["", "CT", "MR", "MRI"],
+    "intensity": ["auto", "ct", "mri", "none"],
+    "dataset_type": ["auto", "cache", "persistent"],
+    "on_bad_file": ["error", "skip"],
+    "nonfinite": ["error", "replace"],
+    "amp_dtype": ["bfloat16", "float16"],
+}
 _COMMANDS = ("run", "run_workflow")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -334,7 +359,8 @@ def check_overrides(
 
     Args:
         checks: ``{top-level key: "bool" | "int" | "number" | "list" | "str" | "dict" | [accepted values]}``, for
-            keys whose default does not show the type (expressions such as ``amp``) or that take a few values.
+            keys whose default does not show the type (expressions such as ``amp``) or that take a few values; added
+            to (and winning over) :py:data:`COMMON_OVERRIDE_CHECKS`.
         strict: errors (``True``) or warnings (``False``); read with :py:func:`as_bool`.
         argv: the command line (default ``sys.argv``).
         docs: where the overrides are documented, named in the error (default: the first config file's
@@ -365,7 +391,7 @@ def check_overrides(
         from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
         ignore |= set(DEFAULT_EXP_MGMT_SETTINGS["mlflow"]["configs"])
-    checks = dict(checks or {})
+    checks = {**COMMON_OVERRIDE_CHECKS, **dict(checks or {})}
     problems = []
     overrides = {}
     shown = []

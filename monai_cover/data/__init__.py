@@ -19,6 +19,7 @@ from .datalist import (
     normalize_modality,
     split_datalist,
 )
+from .datasets import make_dataset
 from .demo import (
     DEMO_RADIOGRAPHS,
     DEMO_VOLUMES,
@@ -72,6 +73,7 @@ __all__ = [
     "PictureReader",
     "SimpleITKReader",
     "check_datalist",
+    "make_dataset",
     "class_names",
     "chest_ct_label_names",
     "choose_dataset_type",

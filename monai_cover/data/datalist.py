@@ -100,7 +100,8 @@ def _walk_visible(folder: str | os.PathLike) -> Iterator[tuple[Path, list[str], 
 
 def find_volumes(folder: str | os.PathLike, ignored: list[dict] | None = None) -> list[str]:
     """Sorted paths of the volumes under ``folder``: image files with :py:data:`VOLUME_SUFFIXES` and
-    folders that directly hold ``.dcm``/``.ima`` files (each read as one DICOM series).
+    folders that directly hold ``.dcm``/``.ima`` files (each read as one DICOM series; ``folder`` itself too, so a
+    series folder given as ``dataset_dir`` is one volume).
 
     Args:
         folder: the folder to search (recursively; hidden folders are skipped).
@@ -109,7 +110,7 @@ def find_volumes(folder: str | os.PathLike, ignored: list[dict] | None = None) -
     """
     root, found = Path(folder), []
     for here, dirnames, filenames in _walk_visible(root):
-        if here != root and _is_dicom_dir(here):
+        if _is_dicom_dir(here):  # the folder given may itself be the series
             found.append(str(here))
             dirnames[:] = []
             continue

@@ -259,8 +259,9 @@ class DataReport:
             f"- {len(self.items)} item(s) checked in {self.seconds:.1f} s ({self.reused} file result(s) reused from "
             "the previous report)",
             "",
-            "| status | split | key | file | reader | shape @ spacing | resampled | range | reasons / notes |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| status | split | key | file | reader | shape @ spacing | resampled | range | scaling "
+            "| reasons / notes |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for it in self.items:
             for key, f in it["files"].items():
@@ -276,7 +277,7 @@ class DataReport:
                 lines.append(
                     f"| {it['status']} | {it['split']} | {key} | `{f['path']}` | {f.get('reader') or '-'} | {shape} | "
                     f"{_fmt_shape(f.get('resampled_shape')) if f.get('resampled_shape') else '-'} | {rng} | "
-                    f"{why.replace('|', '/')} |"
+                    f"{f.get('scaling') or '-'} | {why.replace('|', '/')} |"
                 )
         if self.ignored:
             lines += ["", "## Ignored (not volumes)", ""] + [f"- `{ig['path']}`: {ig['reason']}" for ig in self.ignored]
@@ -399,9 +400,10 @@ def _inspect_file(path: str, key: str, readers: Sequence, settings: Mapping, is_
     facts["affine"] = np.round(affine, 6).tolist()
     facts.update(_finite_stats(img))
     if is_label and facts["nan"] == 0 and facts["inf"] == 0:
-        values = torch.unique(img)
-        facts["label_values"] = [float(v) for v in values[:64]]
+        values = torch.unique(torch.as_tensor(img))
+        facts["label_values"] = [float(v) for v in values[:_MAX_LABEL_VALUES]]
         facts["label_values_count"] = int(values.numel())
+        facts["label_min"], facts["label_max"] = float(values[0]), float(values[-1])
     if len(facts["spatial_shape"]) == int(settings["spatial_dims"]):
         try:
             out = img
@@ -422,6 +424,51 @@ def _inspect_file(path: str, key: str, readers: Sequence, settings: Mapping, is_
 
 def _fingerprint(settings: Mapping) -> dict:
     return {k: settings.get(k) for k in ("readers", "axcodes", "spacing", "spatial_dims")} | {"version": _FACTS_VERSION}
+
+
+def _scaling(intensity: str, modality: Any, low: float, high: float) -> str:
+    """Which intensity scaling ``ScaleIntensityByModalityd(mode=intensity)`` gives a file, and why."""
+    from monai_cover.transforms import looks_like_ct
+
+    mode, modality = str(intensity).lower(), str(modality or "").strip().upper()
+    names = {"ct": "CT HU window", "mri": "percentiles (MR)", "none": "none"}
+    if mode != "auto":
+        return f"{names.get(mode, mode)} (--intensity {mode})"
+    if modality == "CT":
+        return "CT HU window (modality CT)"
+    if modality not in ("", "UNKNOWN"):
+        return f"percentiles (modality {modality})"
+    if looks_like_ct(low, high):
+        return f"CT HU window (no modality; {low:.4g}..{high:.4g} looks like HU)"
+    return f"percentiles (no modality; {low:.4g}..{high:.4g} is not HU-like)"
+
+
+#: the most distinct label values a report keeps per file (a float image given as a label has millions)
+_MAX_LABEL_VALUES = 4096
+
+
+def _some(values: Sequence[float], n: int = 8) -> str:
+    """``0, 1, 2, ..., 116``: the first ``n`` values, an ellipsis and the last when there are more."""
+    shown = [f"{v:g}" for v in values[:n]]
+    if len(values) > n:
+        shown += ["...", f"{values[-1]:g}"]
+    return ", ".join(shown)
+
+
+def _label_values_reason(facts: Mapping, num_classes: int) -> dict | None:
+    """The ``label_values`` reason for a label map whose values are not the integers ``0 .. num_classes - 1``:
+    how many distinct values are outside, which (first few), and the file's minimum, maximum and count."""
+    values, count = facts["label_values"], int(facts.get("label_values_count", len(facts["label_values"])))
+    low, high = facts.get("label_min", values[0]), facts.get("label_max", values[-1])
+    bad = [v for v in values if v != int(v) or not 0 <= v < num_classes]
+    if not bad:
+        return None
+    kept = "" if count <= len(values) else f" (the first {len(values)} kept)"
+    return {"code": "label_values", "message": (
+        f"{len(bad)} of its {count} distinct label values are not class indices 0..{num_classes - 1} (--num_classes "
+        f"{num_classes}): {_some(bad)}; values in the file: min {low:g}, max {high:g}, {count} distinct: "
+        f"{_some(values)}{kept}. Set --num_classes {int(high) + 1} if the values are classes, or map them "
+        "to 0..num_classes-1")}  # fmt: skip
 
 
 def _judge_file(
@@ -472,12 +519,9 @@ def _judge_file(
     elif facts["min"] == facts["max"] and not is_label:
         notes.append({"code": "constant", "message": f"every voxel is {facts['min']:.4g}"})
     if is_label and facts.get("label_values") is not None and settings.get("num_classes"):
-        values = facts["label_values"]
-        bad = [v for v in values if v != int(v) or not 0 <= v < int(settings["num_classes"])]
-        if bad:
-            reasons.append({"code": "label_values", "message": (
-                f"label values {bad[:8]} outside 0..{int(settings['num_classes']) - 1} (num_classes "
-                f"{settings['num_classes']}); values in the file: {values[:16]}")})  # fmt: skip
+        reason = _label_values_reason(facts, int(settings["num_classes"]))
+        if reason:
+            reasons.append(reason)
     resampled = facts.get("resampled_shape")
     patch, crop = settings.get("patch_size"), settings.get("crop_size")
     if resampled and patch:
@@ -599,6 +643,7 @@ def check_datalist(
     slice_volumes: str | None = None,
     slice_axis: int = 2,
     to_gray: bool = False,
+    intensity: str | None = None,
 ) -> DataReport:
     """Read and check every file of ``datalist`` before training (see the module docstring).
 
@@ -633,6 +678,9 @@ def check_datalist(
         slice_axis: the axis the slices are taken along (reported).
         to_gray: 2, 3 or 4 channels are accepted when ``in_channels`` is 1 (converted to grey by the pipeline's
             :py:class:`~monai_cover.transforms.ToGrayscaled`; reported as a note).
+        intensity: the pipeline's ``ScaleIntensityByModalityd`` mode: each image file's ``scaling`` (which one it
+            gets, and why: its modality, or in ``auto`` mode without one, whether its range looks like HU) is
+            written in the report. ``None``: not reported.
 
     Returns:
         a :py:class:`DataReport`; ``report.datalist`` is what to train and validate on.
@@ -729,9 +777,14 @@ def check_datalist(
             part = "[" in key  # one of several files stacked as channels: one channel each
             r, n, sizes = _judge_file(facts, settings, key.split("[")[0] == label_key, pad, 1 if part else None)
             facts.update(sizes)
-            reasons += [dict(x, message=f"{key}: {x['message']}") if len(files) > 1 else x for x in r]
+            reasons += [dict(x, message=f"{key}: {x['message']}", path=facts.get("path")) if len(files) > 1 else
+                        dict(x, path=facts.get("path")) for x in r]  # fmt: skip
             notes += n
             est += sizes.get("estimated_bytes", 0)
+        if intensity:
+            for key, facts in files.items():
+                if key.split("[")[0] != label_key and facts.get("min") is not None:
+                    facts["scaling"] = _scaling(intensity, item.get("modality"), facts["min"], facts["max"])
         if label_key and label_key in files:
             for key in image_keys:
                 if key in files:
@@ -773,7 +826,7 @@ def check_datalist(
         report.dataset_type, report.dataset_reason = choose_dataset_type(
             report.estimated_bytes, dataset_type, memory_budget_gb, cache_rate
         )
-    counts = Counter(r["code"] for it in items for r in it["reasons"][:1])
+    counts = Counter(r["code"] for it in items for r in it["reasons"])
     why = f" ({', '.join(f'{n} {code}' for code, n in sorted(counts.items()))})" if counts else ""
     skipped = sum(it["status"] == "skipped" for it in items)
     ignored = f"; {len(report.ignored)} other file(s) ignored (not volumes)" if report.ignored else ""
@@ -799,11 +852,35 @@ def check_datalist(
     if on_bad_file == "error" and report.bad:
         lines = [f"{len(report.bad)} of {len(items)} data item(s) cannot be trained on (--on_bad_file error):"]
         for it in report.bad:
-            path = next(iter(it["files"].values()))["path"] if it["files"] else "?"
-            lines += [f"  {path}: " + "; ".join(f"{r['code']}: {r['message']}" for r in it["reasons"])]
+            first = next(iter(it["files"].values()))["path"] if it["files"] else "?"
+            by_file: dict[str, list[str]] = {}
+            for r in it["reasons"]:  # each reason under the file it is about (a label's under the label file)
+                by_file.setdefault(r.get("path") or first, []).append(f"{r['code']}: {r['message']}")
+            lines += [f"  {path}: " + "; ".join(why) for path, why in by_file.items()]
         where = f" Details: {Path(output_dir) / REPORT_MD}." if output_dir else ""
         lines.append(f"Fix or remove them, or pass --on_bad_file skip to train without them.{where}")
         raise DataCheckError("\n".join(lines))
     if datalist.get("training") and not train or datalist.get("testing") and not test:
         raise DataCheckError(f"no usable volume left: {report.summary}.")
+    if report.dataset_type == "persistent" and output_dir:
+        _check_cache_space(report.estimated_bytes, Path(output_dir))
     return report
+
+
+def _check_cache_space(estimated_bytes: float, output_dir: Path) -> None:
+    """Refuse a ``PersistentDataset`` cache that would not fit on the output folder's disk (it is written under
+    ``output_dir/cache`` during the first epoch; a full disk then ends the run halfway)."""
+    import shutil
+
+    folder = output_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if estimated_bytes > 0.9 * free:
+        gb = 1024**3
+        raise DataCheckError(
+            f"the on-disk cache (PersistentDataset) would take about {estimated_bytes / gb:.1f} GB under "
+            f"{output_dir / 'cache'}, but its disk has {free / gb:.1f} GB free: choose an --output_dir on a larger "
+            "disk, or a smaller --patch_size/--spacing (coarser spacing, fewer voxels), or --dataset_type cache with "
+            "--cache_rate below 1 (the rest is loaded every epoch)."
+        )

@@ -17,6 +17,7 @@ nibabel cannot open is an error, never silently read by the other library.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ from monai.data.image_reader import ImageReader, PILReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 __all__ = ["IMAGE_2D_SUFFIXES", "NIFTI_SUFFIXES", "PICTURE_SUFFIXES", "SITK_SUFFIXES", "PictureReader",
-           "SimpleITKReader", "image_readers_2d", "volume_readers"]
+           "SimpleITKReader", "image_readers_2d", "volume_readers", "quiet_expected_reader_messages"]
 
 #: suffixes this reader claims (a directory is treated as a DICOM series)
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm", ".img", ".hdr", ".vtk", ".tif", ".tiff")
@@ -163,6 +164,28 @@ class SimpleITKReader(ImageReader):
         meta = dict(first)
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta
+
+
+class _ExpectedReaderMessages(logging.Filter):
+    """Drops the log lines of fallbacks the reader lists make on purpose, which read like errors: MONAI's
+    ``LoadImage`` logs ``NibabelReader: unable to load x.nrrd`` before SimpleITK reads it (and likewise for the 2-D
+    lists), and every ``LoadImage`` builds MONAI's nvImageCodec DICOM reader, which warns that the optional GPU codec
+    is absent. A file no reader can read still fails, with every reader's error in the exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (": unable to load " in text or text.startswith("nvImageCodec is not available"))
+
+
+def quiet_expected_reader_messages() -> None:
+    """Install :py:class:`_ExpectedReaderMessages` on the loggers that print them (idempotent)."""
+    for name in ("LoadImage", "monai.data.nvimgcodec_pydicom_plugin", "monai.data.image_reader"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ExpectedReaderMessages) for f in logger.filters):
+            logger.addFilter(_ExpectedReaderMessages())
+
+
+quiet_expected_reader_messages()
 
 
 def volume_readers() -> list[ImageReader]:

@@ -3,6 +3,14 @@
 
 from __future__ import annotations
 
+from .checkpoints import (
+    AtomicCheckpointSaver,
+    DiskFullError,
+    RandomStates,
+    ResumableSchedule,
+    TrainingCheckpoints,
+    save_checkpoint_file,
+)
 from .class_metrics import ClassMetricsHandler
 from .export import SafetensorsExportHandler
 from .images import PANELS, CoverImageHandler
@@ -20,21 +28,27 @@ from .training import (
 
 __all__ = [
     "PANELS",
+    "AtomicCheckpointSaver",
     "CheckpointRetentionHandler",
     "ClassMetricsHandler",
     "CorrespondenceAccuracy",
     "CoverImageHandler",
     "CoverPairSaver",
+    "DiskFullError",
     "DDFEndPointError",
     "FeatureCollapse",
     "GradientClipHandler",
     "LossSummaryHandler",
     "OverlapCosine",
     "ProgressBarHandler",
+    "RandomStates",
+    "ResumableSchedule",
     "SafetensorsExportHandler",
+    "TrainingCheckpoints",
     "TransformSeedHandler",
     "ValidateAtEndHandler",
     "cover_output_transform",
     "find_latest_checkpoint",
     "read_loss_summary",
+    "save_checkpoint_file",
 ]

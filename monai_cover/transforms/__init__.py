@@ -30,7 +30,7 @@ from .image2d import (
     foreground_slices,
     photometric_interpretation,
 )
-from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd
+from .intensity import INTENSITY_MODES, ScaleIntensityByModalityd, looks_like_ct
 from .spatial import (
     DEFAULT_MAX_DISPLACEMENT,
     SpatialParams,
@@ -66,6 +66,7 @@ __all__ = [
     "photometric_interpretation",
     "INTENSITY_MODES",
     "ScaleIntensityByModalityd",
+    "looks_like_ct",
     "DEFAULT_MAX_DISPLACEMENT",
     "SpatialParams",
     "SpatialRanges",

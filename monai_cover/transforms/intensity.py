@@ -5,13 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
+import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["ScaleIntensityByModalityd", "INTENSITY_MODES"]
+__all__ = ["CT_MAX_MIN", "CT_MIN_MAX", "INTENSITY_MODES", "ScaleIntensityByModalityd", "looks_like_ct"]
 
 #: accepted ``mode`` values
 INTENSITY_MODES = ("auto", "ct", "mri", "none")
+
+
+#: intensities below this (Hounsfield units: air is -1000) and above :data:`CT_MIN_MAX` (bone) mark a CT volume
+CT_MAX_MIN = -500.0
+CT_MIN_MAX = 300.0
+
+
+def looks_like_ct(minimum: float, maximum: float) -> bool:
+    """Whether a volume's intensity range looks like Hounsfield units (air near -1000, bone above 300): MR
+    intensities are arbitrary but not negative hundreds, so an unlabelled CT among MR volumes gets the HU window."""
+    return float(minimum) <= CT_MAX_MIN and float(maximum) >= CT_MIN_MAX
 
 
 class ScaleIntensityByModalityd(MapTransform):
@@ -22,7 +35,9 @@ class ScaleIntensityByModalityd(MapTransform):
         mode: ``"ct"``: clip ``hu_window`` (Hounsfield units) to ``[b_min, b_max]`` (MONAI
             ``ScaleIntensityRange``); ``"mri"``: map the ``percentiles`` of each volume to
             ``[b_min, b_max]`` (``ScaleIntensityRangePercentiles``, robust to MRI's arbitrary
-            units); ``"auto"``: per item, ``"ct"`` when ``data[modality_key]`` is ``"CT"``, else ``"mri"``;
+            units); ``"auto"``: per item, ``"ct"`` when ``data[modality_key]`` is ``"CT"``, ``"mri"`` for any
+            other named modality, and for an item whose modality is unknown, ``"ct"`` when its intensities look
+            like Hounsfield units (:func:`looks_like_ct`), else ``"mri"``;
             ``"none"``: leave intensities as they are.
         modality_key: item key holding the modality string, read in ``"auto"`` mode.
         hu_window: ``(low, high)`` HU for CT.
@@ -71,6 +86,13 @@ class ScaleIntensityByModalityd(MapTransform):
         if modality in ("", "UNKNOWN") and self.meta_modality_key:
             for key in self.key_iterator(data):
                 modality = str((getattr(data[key], "meta", None) or {}).get(self.meta_modality_key, "")).strip().upper()
+                break
+        if modality in ("", "UNKNOWN"):
+            for key in self.key_iterator(data):
+                image = data[key]
+                if isinstance(image, (torch.Tensor, np.ndarray)) and image.size and looks_like_ct(
+                        float(image.min()), float(image.max())):  # fmt: skip
+                    return "ct"
                 break
         return "ct" if modality == "CT" else "mri"
 

@@ -73,9 +73,10 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     assert rows[1].startswith(str(_chest_ct())) and rows[-1].startswith("mean,")
     assert "val_mean_dice per class: ribs " in proc.stdout and "class0" not in proc.stdout
 
-    # inference.json: segmentations of a folder (or datalist), in the input's own grid, with the class names
+    # inference.json on its own: segmentations of a folder (or datalist), in the input's own grid, with the class
+    # names; everything that defines the model (widths, classes, spacing, patch) read from the run's record
     infer = FINETUNE / "configs" / "inference.json"
-    proc = bundle_run([CONFIG, infer], FINETUNE, out, *TINY_FINETUNE, "--pretrained", "false")
+    proc = bundle_run([infer], FINETUNE, out)
     assert proc.returncode == 0, proc.stdout[-4000:]
     _assert_segmentation(out / "segmentations" / "CTChest4_seg.nii.gz", _chest_ct())
     names = json.loads((out / "segmentations" / "classes.json").read_text())

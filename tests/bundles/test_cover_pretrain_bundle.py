@@ -63,7 +63,7 @@ def test_killed_run_resumes_from_last_checkpoint(pretrain_run):
     assert re.search(r"took over the lock left by a run that is no longer running \(pid \d+", second.stdout)
     assert (out / ".monai_cover.lock").read_text() == ""  # released at the end
     ckpt = torch.load(out / "checkpoints" / f"checkpoint_epoch={epochs}.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng"}  # rng: the random states
     # ignite keeps no epoch counter: the iterations are those of all the epochs so far
     assert ckpt["trainer"]["iteration"] == epochs * ckpt["trainer"]["epoch_length"]
     # the loss summary keeps the epochs of the killed run and adds the resumed one
@@ -289,9 +289,8 @@ def test_bundle_files_are_complete():
                 assert not re.match(r"%[^#]+\.(json|ya?ml)", text), f"{cfg.name}: macro {text!r} reads another file"
             for node in _components(content):
                 assert "." in node["_target_"], f"{cfg.name}: _target_ {node['_target_']!r} is not fully qualified"
-    assert (PRETRAIN / "configs" / "multi_gpu_train.json").is_file() and (
-        PRETRAIN / "configs" / "inference.json"
-    ).is_file()
+    for name in ("multi_gpu_train.json", "inference.json", "predict_ddf.json"):
+        assert (PRETRAIN / "configs" / name).is_file(), name
     assert (finetune / "configs" / "evaluate.json").is_file()
 
 
@@ -306,11 +305,11 @@ def _components(node):
             yield from _components(v)
 
 
-def test_inference_writes_features_and_ddf(pretrain_run):
+def test_predict_ddf_writes_features_and_ddf(pretrain_run):
     import nibabel as nib
 
     out = pretrain_run["output_dir"]
-    configs = [CONFIG, PRETRAIN / "configs" / "inference.json"]
+    configs = [CONFIG, PRETRAIN / "configs" / "predict_ddf.json"]
     proc = bundle_run(configs, PRETRAIN, out, *TINY_PRETRAIN, "--dataset_dir", str(out.parent / "data"))
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert re.search(r"Restored all variables from .*cover_net\.pt", proc.stdout)
@@ -358,3 +357,29 @@ def test_load_pretrained_reads_cover_net_and_checkpoints(pretrain_run):
         assert report.unexpected == [] and len(report.source_shapes) == len(net.state_dict())
         if source.name == "cover_net.pt":  # the final weights: the same as models/model.pt
             assert all(torch.equal(net.state_dict()[k], v) for k, v in reference.items())
+
+
+def test_standalone_inference_writes_the_feature_extractors_features(pretrain_run, tmp_path):
+    """``inference.json`` alone (no ``train.json``): the run's record defines the network (tiny widths, 32^3
+    patches); each image's finest-level features (the last width's channels) on its preprocessed 2 mm grid."""
+    import nibabel as nib
+    import numpy as np
+
+    out = pretrain_run["output_dir"]
+    record = json.loads((out / "models" / "model_settings.json").read_text())
+    assert record["features"] == json.loads(TINY_FEATURES) and record["backbone"] == "basic_unet"
+    scans = sorted((out.parent / "data").glob("*.nii.gz"))[:1]
+    assert scans
+    proc = bundle_run([PRETRAIN / "configs" / "inference.json"], PRETRAIN, out, "--infer_input", str(scans[0]))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    written = sorted((out / "features").glob("*_features.nii.gz"))
+    assert [p.name for p in written] == [scans[0].name.replace(".nii.gz", "_features.nii.gz")]
+    features = nib.load(str(written[0]))
+    assert features.shape[-1] == json.loads(TINY_FEATURES)[-1]
+    np.testing.assert_allclose(np.abs(np.diag(features.affine)[:3]), [2.0, 2.0, 2.0], atol=1e-4)
+    values = np.asarray(features.dataobj)
+    assert np.isfinite(values).all() and values.std() > 0
+    # another width than the record's is refused, naming both
+    wrong = bundle_run([PRETRAIN / "configs" / "inference.json"], PRETRAIN, out, "--infer_input", str(scans[0]),
+                       "--features", "[8,8,16,16,32,16]")
+    assert wrong.returncode != 0 and "features: asked [8, 8, 16, 16, 32, 16], trained with" in wrong.stdout

@@ -39,20 +39,20 @@ def test_short_run_validates_its_last_epoch_and_writes_model_pt(trained):
 def test_inference_takes_the_trained_class_names_and_refuses_other_settings(trained, tmp_path):
     out, _ = trained
     scans = write_volumes(tmp_path / "scans", n=1)
-    config = [FINETUNE / "configs" / "train.json", FINETUNE / "configs" / "inference.json"]
+    config = [FINETUNE / "configs" / "inference.json"]  # on its own: the model is defined by the run's record
     # no --dataset_dir: the demo's names used to be written here
-    proc = bundle_run(config, FINETUNE, out, *TINY, "--pretrained", "false", "--infer_input", str(scans))
+    proc = bundle_run(config, FINETUNE, out, "--infer_input", str(scans))
     assert proc.returncode == 0, proc.stdout[-3000:]
     written = json.loads((out / "segmentations" / "classes.json").read_text())
     assert list(written.values()) == NAMES
-    wrong = bundle_run(config, FINETUNE, out, *TINY, "--pretrained", "false", "--infer_input", str(scans),
+    wrong = bundle_run(config, FINETUNE, out, "--infer_input", str(scans),
                        "--num_classes", "5", "--spacing", "[2.0,2.0,2.0]")
     assert wrong.returncode != 0
     text = wrong.stdout
     assert "ERROR: 2 setting(s) differ from the run that trained" in text
     assert "num_classes: asked 5, trained with 8 (--num_classes 8)" in text
     assert "spacing: asked [2.0, 2.0, 2.0], trained with [6.0, 6.0, 6.0] (--spacing [6.0,6.0,6.0])" in text
-    names = bundle_run(config, FINETUNE, out, *TINY, "--pretrained", "false", "--infer_input", str(scans),
+    names = bundle_run(config, FINETUNE, out, "--infer_input", str(scans),
                        "--class_names", "['background','a','b','c','d','e','f','g']")
     assert names.returncode != 0 and "class_names: asked ['background', 'a'," in names.stdout
 

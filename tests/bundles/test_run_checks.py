@@ -45,3 +45,42 @@ def test_check_run_messages(tmp_path):
             check_run("cuda", 3, tmp_path)
     with pytest.raises(OverrideError, match="2 problems:\n  --device 'tpu'.*\n  --epochs 2.5"):
         check_run("tpu", 2.5, tmp_path)
+
+
+def test_a_patch_that_cannot_fit_is_refused_before_anything_is_read(tmp_path):
+    """``--patch_size [1000,1000,1000]`` used to pass the data check (the demo pads), write 13 GB of cache and be
+    killed for memory; now one ERROR line with the estimate, the memory and a patch that fits, nothing written."""
+    import sys
+
+    from conftest import bundle_args, run_cmd
+
+    out = tmp_path / "run"
+    args = bundle_args([PRETRAIN / "configs" / "train.json"], PRETRAIN, out, "--patch_size", "[1000,1000,1000]")
+    # a parent of its own, so the peak resident memory is the bundle process's alone
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    proc = run_cmd([sys.executable, "-c", wrapper, *args], cwd=tmp_path)
+    peak_kb = int(proc.stdout.rsplit("PEAK_KB", 1)[1].split()[0])
+    proc.stdout = proc.stdout.rsplit("PEAK_KB", 1)[0]
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("ERROR: --patch_size [1000,1000,1000]: one training step needs about "), last
+    assert "more than 80% of the available memory (MemAvailable)" in last or "of the physical memory" in last
+    fits = [int(v) for v in last.split("--patch_size [")[2].split("]")[0].split(",")]
+    assert len(fits) == 3 and fits[0] % 16 == 0 and 16 <= fits[0] < 1000
+    assert not out.exists()  # no lock, no data report, no cache
+    assert peak_kb < 3 * 1024 * 1024  # the refusing process stayed under 3 GB resident
+
+
+def test_check_resources_finds_the_largest_patch_that_fits():
+    from monai_cover.bundle import check_resources, step_memory_bytes
+
+    features = [32, 32, 64, 128, 256, 32]
+    budget = 0.8 * 8 * 1024**3  # an 8 GB machine
+    with pytest.raises(OverrideError) as e:
+        check_resources([256] * 3, features, 1, 2, available=8 * 1024**3)
+    side = int(str(e.value).split("--patch_size [")[2].split(",")[0])
+    assert step_memory_bytes([side] * 3, features, 2) <= budget < step_memory_bytes([side + 16] * 3, features, 2)
+    check_resources([side] * 3, features, 1, 2, available=8 * 1024**3)  # the suggestion itself passes
+    assert step_memory_bytes([64] * 3, features, 4) == 2 * step_memory_bytes([64] * 3, features, 2)
+    assert step_memory_bytes([64] * 3, features, 2, views=1) < step_memory_bytes([64] * 3, features, 2, views=2)

@@ -97,6 +97,10 @@ class TestSimpleITKReader(unittest.TestCase):
         self.assertEqual(tuple(y.shape), (1, 7, 9, 5))
         np.testing.assert_allclose(y[0].numpy(), vol16.astype(np.float32))
         self.assertEqual(find_volumes(self.tmp.name), sorted([self.nii, nrrd, series]))
+        # the series folder given directly (as --dataset_dir) is that one volume, not an empty folder
+        self.assertEqual(find_volumes(series), [series])
+        listed = get_datalist(series, val_fraction=0.0)
+        self.assertEqual([it["image"] for it in listed["training"]], [series])
 
 
 class TestDatalist(unittest.TestCase):
