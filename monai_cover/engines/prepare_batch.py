@@ -84,6 +84,9 @@ class CoverPrepareBatch(KeysPrepareBatch):
         view_a_key, view_b_key, ddf_key, overlap_key: keys of the batch dict (``RandCoverPaird``'s defaults).
             The target dict always uses the keys ``"ddf"`` and ``"overlap"``. A batch without ``overlap_key``
             gives a target without ``"overlap"`` (``CoverLoss`` then computes it from the displacement).
+        network_ddf: also pass the true field to the network as ``network(view_a, view_b, ddf=ddf)``, for a head
+            with teacher-forced levels (``CoverHead(teacher_forced_levels=1)``); default False (the network sees
+            the two views only).
 
     Examples::
 
@@ -94,7 +97,12 @@ class CoverPrepareBatch(KeysPrepareBatch):
     """
 
     def __init__(
-        self, view_a_key: str = "view_a", view_b_key: str = "view_b", ddf_key: str = "ddf", overlap_key: str = "overlap"
+        self,
+        view_a_key: str = "view_a",
+        view_b_key: str = "view_b",
+        ddf_key: str = "ddf",
+        overlap_key: str = "overlap",
+        network_ddf: bool = False,
     ) -> None:
         super().__init__(
             [view_a_key, view_b_key],
@@ -102,3 +110,10 @@ class CoverPrepareBatch(KeysPrepareBatch):
             target_names=["ddf", "overlap"],
             optional_keys=[overlap_key],
         )
+        self.network_ddf = bool(network_ddf)
+
+    def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
+        inputs, targets, args, network_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
+        if self.network_ddf:
+            network_kwargs = {**network_kwargs, "ddf": targets["ddf"]}
+        return inputs, targets, args, network_kwargs

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 from monai.utils import convert_to_tensor
 
-from monai_cover.ddf import capture_range, compose_ddf, upsample_ddf
-from monai_cover.networks.blocks import CoverProjection, MixtureOfVectors
+from monai_cover.ddf import capture_range, compose_ddf, overlap_mask, upsample_ddf, warp
+from monai_cover.networks.blocks import CoverProjection, FeatureProjector, MixtureOfVectors
 
 __all__ = ["CoverHead", "Coverhead", "coverhead", "default_num_heads", "levels_for_size", "min_level_size"]
 
@@ -96,6 +96,15 @@ class CoverHead(nn.Module):
             reference code); the paper's ablation prefers 3 (a 7x7 neighbourhood). Wider reach, more cost.
         norm: normalisation of the projections (default the reference one-group GroupNorm).
         chunk_size: passed to :py:class:`~monai_cover.networks.blocks.MixtureOfVectors` (``None``: automatic).
+        feature_projector: ``None`` (default, the reference: no projector) or the widths of a
+            :py:class:`~monai_cover.networks.blocks.FeatureProjector` on the finest level's backbone features (hidden
+            widths then output width, e.g. ``(64, 32)``). :py:class:`CoverNet` then returns ``"projected_a"`` /
+            ``"projected_b"`` for ``L_con`` and the spread term. Not used by :py:meth:`forward`.
+        teacher_forced_levels: **fine-level option**, 0 (default) for none: :py:meth:`teacher_forced` runs the
+            ``teacher_forced_levels`` finest levels on keys aligned by the true field up to a known residual, so that
+            they get a local matching target from the first step (``CoverNet`` does it when given the true ``ddf``).
+        max_residual: largest residual per axis, in the level's voxels (default ``radius / 2``; at most
+            ``radius``).
 
     Examples::
 
@@ -115,6 +124,9 @@ class CoverHead(nn.Module):
         radius: int = 2,
         norm: str | tuple | None = ("group", {"num_groups": 1}),
         chunk_size: int | None = None,
+        feature_projector: Sequence[int] | None = None,
+        teacher_forced_levels: int = 0,
+        max_residual: float | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -151,6 +163,17 @@ class CoverHead(nn.Module):
         self.mixtures = nn.ModuleList(
             [MixtureOfVectors(spatial_dims, self.radius, h, chunk_size=chunk_size) for h in self.num_heads]
         )
+        self.feature_projector = (
+            None if feature_projector is None else FeatureProjector(spatial_dims, in_channels[-1], feature_projector)
+        )
+        if int(teacher_forced_levels) != teacher_forced_levels or not 0 <= int(teacher_forced_levels) <= levels:
+            raise ValueError(
+                f"CoverHead: teacher_forced_levels must be an integer in [0, {levels}], got {teacher_forced_levels!r}."
+            )
+        self.teacher_forced_levels = int(teacher_forced_levels)
+        self.max_residual = 0.5 * self.radius if max_residual is None else float(max_residual)
+        if not 0 < self.max_residual <= self.radius:
+            raise ValueError(f"CoverHead: max_residual must be in (0, radius={self.radius}], got {max_residual}.")
 
     @property
     def levels(self) -> int:
@@ -196,15 +219,28 @@ class CoverHead(nn.Module):
         """``ddf`` on the ``coarse`` grid -> the ``fine`` grid, in fine voxels."""
         return upsample_ddf(ddf, fine, scale=_level_scale(coarse, fine))
 
-    def forward(self, features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        features_a: Sequence[torch.Tensor],
+        features_b: Sequence[torch.Tensor],
+        return_fields: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """
         Args:
             features_a: the pyramid of view A (the key), coarse to fine, level ``l`` ``(B, in_channels[l], *S_l)``.
             features_b: the pyramid of view B (the query), same shapes.
+            return_fields: also return the cumulative field after each level (see below). The displacement
+                returned first is the same with or without them.
 
         Returns:
             ``(B, spatial_dims, *S_finest)`` float32 displacement in finest-level voxels with
             ``features_b(p) ~ features_a(p + ddf(p))`` (the convention of the ground truth of a COVER pair).
+            With ``return_fields=True``, ``(ddf, fields)``: ``fields[l]`` ``(B, spatial_dims, *S_l)`` float32 is the
+            head's estimate after reading level ``l``, on level ``l``'s own grid and in its voxels:
+            ``compose(phi_l, w_l)`` with ``phi_l`` the field handed down from the coarser levels (none on level 0)
+            and ``w_l`` level ``l``'s mixture of vectors. ``fields[-1]`` is ``ddf`` itself; on the coarser levels
+            it is the field before the upsampling that hands it on (``up(compose(phi, w))`` there equals the
+            propagated ``compose(up(phi), up(w))`` up to the interpolation of the composition).
         """
         self._check(features_a, features_b)
         features_a = [convert_to_tensor(f, track_meta=False) for f in features_a]
@@ -212,19 +248,77 @@ class CoverHead(nn.Module):
         sizes = [tuple(f.shape[2:]) for f in features_b]
         device_type = features_b[-1].device.type
         phi: torch.Tensor | None = None
+        fields: list[torch.Tensor] = []
         for level in range(self.levels):
             query, key = self.projections[level].pair(features_b[level], features_a[level], phi)
             w = self.mixtures[level](query, key)
             w = w if w.dtype == torch.float64 else w.float()
             with torch.autocast(device_type=device_type, enabled=False):
                 if level + 1 < self.levels:
+                    if return_fields:
+                        fields.append(w if phi is None else compose_ddf(phi, w))
                     nxt = sizes[level + 1]
                     w = self._up(w, sizes[level], nxt)
                     phi = w if phi is None else compose_ddf(self._up(phi, sizes[level], nxt), w)
                 else:
                     phi = w if phi is None else compose_ddf(phi, w)
+                    fields.append(phi)
         assert phi is not None
-        return phi
+        return (phi, fields) if return_fields else phi
+
+    def teacher_forced(
+        self,
+        features_a: Sequence[torch.Tensor],
+        features_b: Sequence[torch.Tensor],
+        ddf: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Teacher-forced residuals at the ``teacher_forced_levels`` finest levels (none when it is 0).
+
+        On level ``l`` with the true field ``psi_l`` on its grid (level voxels) and a residual ``delta`` drawn per
+        sample, uniform in ``[-max_residual, max_residual]`` per axis, the key is warped by
+        ``phi(q) = psi_l(q - delta) - delta`` (border padding), the field that ``delta`` composes to the truth
+        (``compose(phi, delta) = psi_l``). The level's mixture of vectors on ``(P_l f_B, P_l warp(f_A, phi))``
+        should then read ``delta`` at every voxel: a local matching target within the level's reach, whatever the
+        coarser levels predict.
+
+        Args:
+            features_a, features_b: the two pyramids, as in :py:meth:`forward`.
+            ddf: the true field ``(B, spatial_dims, *S_finest)`` in finest-level voxels.
+            generator: for the residuals (``None``: torch's global RNG).
+
+        Returns:
+            ``(predicted, targets, masks)``, one entry per teacher-forced level, coarse to fine:
+            ``(B, spatial_dims, *S_l)`` float32 fields in level voxels and ``(B, 1, *S_l)`` masks (1 where both
+            ``p + psi_l(p)`` and ``p + delta`` lie inside the level's grid).
+        """
+        self._check(features_a, features_b)
+        sizes = [tuple(f.shape[2:]) for f in features_b]
+        expected = (features_b[-1].shape[0], self.spatial_dims, *sizes[-1])
+        if tuple(ddf.shape) != expected:
+            raise ValueError(f"CoverHead.teacher_forced: ddf must be {expected}, got {tuple(ddf.shape)}.")
+        ddf = convert_to_tensor(ddf, track_meta=False).detach().float()
+        predicted, targets, masks = [], [], []
+        batch = ddf.shape[0]
+        for level in range(self.levels - self.teacher_forced_levels, self.levels):
+            size = sizes[level]
+            with torch.autocast(device_type=ddf.device.type, enabled=False):
+                true = self._up(ddf, sizes[-1], size)
+                draw = torch.rand((batch, self.spatial_dims), generator=generator,
+                                  device=generator.device if generator is not None else ddf.device).to(ddf.device)
+                delta = ((2 * draw - 1) * self.max_residual).view(batch, self.spatial_dims, *([1] * len(size)))
+                delta = delta.expand_as(true)
+                phi = warp(true, -delta, padding_mode="border") - delta
+                mask = overlap_mask(true) * overlap_mask(delta)
+            query, key = self.projections[level].pair(
+                convert_to_tensor(features_b[level], track_meta=False),
+                convert_to_tensor(features_a[level], track_meta=False), phi,
+            )  # fmt: skip
+            w = self.mixtures[level](query, key)
+            predicted.append(w if w.dtype == torch.float64 else w.float())
+            targets.append(delta.contiguous())
+            masks.append(mask)
+        return predicted, targets, masks
 
     def extra_repr(self) -> str:
         return (

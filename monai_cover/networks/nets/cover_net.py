@@ -95,6 +95,15 @@ class CoverNet(TwoViewFeatures):
         return_projections: also return ``"projections_a"``/``"projections_b"``: the finest features of each view
             through the head's finest projection (``(B, head_dim * heads, *S)``), e.g. to put ``L_con`` on them
             with ``CoverLoss(features_a_key="projections_a", features_b_key="projections_b")``.
+        return_fields: also return ``"fields"``: the head's cumulative displacement after each level, coarse to
+            fine (``fields[l]`` ``(B, spatial_dims, *S_l)`` in level ``l``'s voxels, ``fields[-1] == ddf``; see
+            :py:meth:`CoverHead.forward`), what per-level deep supervision
+            (``CoverLoss(level_weights=...)``) and :py:class:`~monai_cover.metrics.LevelEPEMetric` read.
+
+    With a head built with ``feature_projector`` (a small 1x1-convolution projector, see :py:class:`CoverHead`),
+    the output also holds ``"projected_a"``/``"projected_b"``: the finest backbone features of each view through
+    it, ``(B, feature_projector[-1], *S)``; put ``L_con`` and the spread term on them with
+    ``CoverLoss(features_a_key="projected_a", features_b_key="projected_b")``.
 
     Pretrained weights: ``net.backbone_state_dict()`` (same as ``net.backbone.state_dict()``) holds only the
     backbone; for a ``FeaturePyramid`` the keys are the wrapped network's own keys, ready for
@@ -114,10 +123,12 @@ class CoverNet(TwoViewFeatures):
         head: CoverHead | nn.Module | None = None,
         levels: int | None = None,
         return_projections: bool = False,
+        return_fields: bool = False,
         **head_kwargs: Any,
     ) -> None:
         super().__init__(backbone)
         self.return_projections = bool(return_projections)
+        self.return_fields = bool(return_fields)
         if levels is not None and (int(levels) != levels or int(levels) < 1):
             raise ValueError(f"CoverNet: levels must be a positive integer or None, got {levels!r}.")
         self.levels = None if levels is None else int(levels)
@@ -159,23 +170,44 @@ class CoverNet(TwoViewFeatures):
                 stacklevel=3,
             )
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(  # type: ignore[override]
+        self, view_a: torch.Tensor, view_b: torch.Tensor, ddf: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """
         Args:
             view_a: ``(B, C, *S)`` the appearance-augmented view (the key).
             view_b: ``(B, C, *S)`` the spatially augmented view (the query), same shape.
+            ddf: the true field ``(B, spatial_dims, *S)``, only read when the head has ``teacher_forced_levels > 0``
+                (``CoverPrepareBatch(network_ddf=True)`` passes it): the output then also holds ``"residuals"``,
+                ``"residual_targets"`` and ``"residual_masks"`` (lists, one per teacher-forced level, see
+                :py:meth:`CoverHead.teacher_forced`) for ``CoverLoss(residual_weight=...)``.
 
         Returns:
             dict with ``"ddf"`` ``(B, spatial_dims, *S)`` float32 predicted displacement (voxels, ``view_b(p) ~
             view_a(p + ddf(p))``, the ground truth's convention), ``"features_a"`` and ``"features_b"``: the finest
-            backbone features ``(B, C_finest, *S)`` of each view.
+            backbone features ``(B, C_finest, *S)`` of each view; ``"fields"`` (a list, coarse to fine) with
+            ``return_fields``, ``"projected_a"``/``"projected_b"`` with a head ``feature_projector``,
+            ``"projections_a"``/``"projections_b"`` with ``return_projections``.
         """
         features_a, features_b = self.pyramids(view_a, view_b)
         if self.levels is not None:
             features_a, features_b = features_a[-self.levels:], features_b[-self.levels:]
         self._check_level_size(features_b[0].shape[2:])
-        ddf = self.head(features_a, features_b)
-        out = {"ddf": ddf, "features_a": features_a[-1], "features_b": features_b[-1]}
+        if self.return_fields:
+            predicted, fields = self.head(features_a, features_b, return_fields=True)
+        else:
+            predicted, fields = self.head(features_a, features_b), None
+        out = {"ddf": predicted, "features_a": features_a[-1], "features_b": features_b[-1]}
+        if fields is not None:
+            out["fields"] = fields
+        if ddf is not None and getattr(self.head, "teacher_forced_levels", 0) > 0:
+            out["residuals"], out["residual_targets"], out["residual_masks"] = self.head.teacher_forced(
+                features_a, features_b, ddf
+            )
+        projector = getattr(self.head, "feature_projector", None)
+        if projector is not None:
+            batch = view_a.shape[0]
+            out["projected_a"], out["projected_b"] = projector(torch.cat([features_a[-1], features_b[-1]])).split(batch)
         if self.return_projections:
             batch = view_a.shape[0]
             projected = self.head.projections[-1](torch.cat([features_a[-1], features_b[-1]], dim=0))
