@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 class DiskFullError(OSError):
     """A checkpoint or model could not be written for lack of space; the previous file is kept."""
 
+    user_error = True  # one ERROR line on a bundle command line (see monai_cover.bundle.install_error_hook)
+
 
 def _tensor_bytes(obj: Any) -> int:
     if isinstance(obj, torch.Tensor):
@@ -54,11 +56,12 @@ def save_checkpoint_file(checkpoint: Mapping, path: str | os.PathLike) -> Path:
             the free space; the previous file at ``path`` is untouched and no temporary file is left.
     """
     path = Path(path)
-    try:
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else None  # before: a failed writer's file
+    try:  # may hold its space until collected
         return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
     except (OSError, RuntimeError) as e:
         need = _tensor_bytes(checkpoint)
-        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        free = shutil.disk_usage(path.parent).free if free is None else free
         full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or (
             "unexpected pos" in str(e) or "file write failed" in str(e) or free < need
         )

@@ -84,3 +84,36 @@ def test_check_resources_finds_the_largest_patch_that_fits():
     check_resources([side] * 3, features, 1, 2, available=8 * 1024**3)  # the suggestion itself passes
     assert step_memory_bytes([64] * 3, features, 4) == 2 * step_memory_bytes([64] * 3, features, 2)
     assert step_memory_bytes([64] * 3, features, 2, views=1) < step_memory_bytes([64] * 3, features, 2, views=2)
+
+
+def test_a_full_disk_mid_run_keeps_every_written_file(tmp_path):
+    """Fine-tuning into a 250 MB disk (a real tmpfs) that fills up at the fourth 66 MB checkpoint: one ERROR line
+    that says "no space left" with the sizes, the earlier checkpoints and model.pt intact, no partial file."""
+    import subprocess
+    import zipfile
+
+    from conftest import FINETUNE
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=250m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        out = disk / "run"
+        proc = bundle_run([FINETUNE / "configs" / "train.json"], FINETUNE, out, "--epochs", "6", "--pretrained",
+                          "false", "--ckpt_n_saved", "6", "--val_interval", "1", cwd=tmp_path)  # fmt: skip
+        assert proc.returncode != 0
+        last = proc.stdout.strip().splitlines()[-1]
+        assert last.startswith("ERROR: [Errno 28] no space left to write ") and "MB needed, " in last, last
+        assert "checkpoint_epoch=" in last and "MB free on its disk" in last
+        names = sorted(p.name for p in (out / "checkpoints").iterdir())
+        assert names and all(n.startswith("checkpoint_epoch=") for n in names), names  # no temporary file left
+        for p in (out / "checkpoints").iterdir():
+            with zipfile.ZipFile(p) as archive:
+                assert archive.testzip() is None  # whole: nothing written half
+        assert (out / "models" / "model.pt").is_file()
+        torch.load(out / "models" / "model.pt", weights_only=True)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
