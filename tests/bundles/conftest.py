@@ -4,6 +4,7 @@ subprocess, with tiny overrides (32^3 patches, a tiny BasicUNet, 1-2 epochs, no 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -43,6 +44,21 @@ TINY_PRETRAIN = [
     "--warmup_epochs",
     "1",
 ]
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """Mount a tmpfs of ``size`` (``"2m"``, ``"250m"``) on ``folder`` (created): a disk that really fills up. Skips
+    the test where mounting is not allowed; unmounts lazily (a failed writer may still hold a handle)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def subprocess_env() -> dict:

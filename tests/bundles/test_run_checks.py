@@ -89,18 +89,11 @@ def test_check_resources_finds_the_largest_patch_that_fits():
 def test_a_full_disk_mid_run_keeps_every_written_file(tmp_path):
     """Fine-tuning into a 250 MB disk (a real tmpfs) that fills up at the fourth 66 MB checkpoint: one ERROR line
     that says "no space left" with the sizes, the earlier checkpoints and model.pt intact, no partial file."""
-    import subprocess
     import zipfile
 
-    from conftest import FINETUNE
+    from conftest import FINETUNE, small_tmpfs
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=250m", "tmpfs", str(disk)], capture_output=True,
-                             text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "250m") as disk:
         out = disk / "run"
         proc = bundle_run([FINETUNE / "configs" / "train.json"], FINETUNE, out, "--epochs", "6", "--pretrained",
                           "false", "--ckpt_n_saved", "6", "--val_interval", "1", cwd=tmp_path)  # fmt: skip
@@ -115,5 +108,3 @@ def test_a_full_disk_mid_run_keeps_every_written_file(tmp_path):
                 assert archive.testzip() is None  # whole: nothing written half
         assert (out / "models" / "model.pt").is_file()
         torch.load(out / "models" / "model.pt", weights_only=True)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

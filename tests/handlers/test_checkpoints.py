@@ -5,8 +5,8 @@ states a resumed run needs."""
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,20 +17,15 @@ from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
 from monai_cover.handlers import AtomicCheckpointSaver, DiskFullError, RandomStates, save_checkpoint_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
+from conftest import small_tmpfs  # noqa: E402
+
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MB tmpfs (a disk that fills up for real); skipped where mounting is not allowed."""
-    mount = tmp_path / f"disk_{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)  # fmt: skip
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)  # lazy: a failed writer may hold a handle
 
 
 def test_a_write_that_fills_the_disk_keeps_the_previous_file(small_disk):
