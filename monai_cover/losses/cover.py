@@ -18,15 +18,17 @@ also under autocast. An empty mask gives a finite zero loss (connected to the gr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.utils import LossReduction, convert_to_tensor
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import overlap_mask, warp
+from monai_cover.losses.levels import LevelVectorRegressionLoss
 from monai_cover.losses.spread import FeatureSpreadLoss
 from monai_cover.losses.utils import channel_cosine
+from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
 
 __all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
 
@@ -222,8 +224,31 @@ class CoverLoss(_Loss):
         spread_kwargs: arguments of :py:class:`~monai_cover.losses.FeatureSpreadLoss` (``num_samples``, ``gamma``,
             ``covariance_weight``).
 
+        level_weights: **fine-level option**, ``None`` (default) for none: deep supervision of the head,
+            :py:class:`~monai_cover.losses.levels.LevelVectorRegressionLoss` with these weights (one for all levels
+            or one per level, coarse to fine) on ``input[fields_key]``, the field after each level
+            (``CoverNet(return_fields=True)``) against the true field on that level's grid, in its voxels. The term
+            ``"levels"`` enters with weight 1 (the per-level weights are inside it).
+        fields_key: key of the per-level fields in the network output.
+        infonce_weight: **fine-level option**, 0 (default) for none: weight of a voxel InfoNCE term
+            (:py:class:`~monai_cover.losses.VoxelInfoNCELoss` without a projection head, on the same features as
+            ``L_con``) -- with ``consistency_weight=spread_weight=0`` the hybrid baseline ``L_vec + InfoNCE``. Not
+            with ``reduction="none"`` (InfoNCE is per anchor, not per sample).
+        infonce_kwargs: arguments of that ``VoxelInfoNCELoss`` (``num_samples``, ``temperature``,
+            ``exclusion_radius``, other feature keys...).
+
+        residual_weight: **fine-level option**, 0 (default) for none: weight of the teacher-forced residual term,
+            the mean over the teacher-forced levels of :py:class:`VectorRegressionLoss` between
+            ``input["residuals"]`` and ``input["residual_targets"]`` over ``input["residual_masks"]`` (level
+            voxels; ``CoverNet`` with ``CoverHead(teacher_forced_levels=...)``, given the true ``ddf``).
+
+    Features behind a projector (**fine-level option**): build the head with ``feature_projector=(64, 32)``
+    (``CoverNet(backbone, feature_projector=(64, 32))``) and pass ``features_a_key="projected_a",
+    features_b_key="projected_b"``: ``L_con`` and the spread term then act on the projector's output.
+
     :py:meth:`paper` is the objective of the paper and the reference code (``L_vec + L_con``, no spread term).
-    The loss keeps no state between calls; :py:meth:`terms` gives the unweighted terms for logging.
+    The loss keeps no state between calls; :py:meth:`terms` gives the unweighted terms for logging and
+    :py:attr:`term_weights` their weights.
 
     Examples::
 
@@ -247,10 +272,16 @@ class CoverLoss(_Loss):
         consistency_stop_gradient: str | None = None,
         spread_weight: float = 1.0,
         spread_kwargs: Mapping | None = None,
+        level_weights: float | Sequence[float] | None = None,
+        fields_key: str = "fields",
+        infonce_weight: float = 0.0,
+        infonce_kwargs: Mapping | None = None,
+        residual_weight: float = 0.0,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         weights = (("vector_weight", vector_weight), ("consistency_weight", consistency_weight),
-                   ("spread_weight", spread_weight))
+                   ("spread_weight", spread_weight), ("infonce_weight", infonce_weight),
+                   ("residual_weight", residual_weight))
         for name, w in weights:
             if not float(w) >= 0:
                 raise ValueError(f"CoverLoss: {name} must be a number >= 0, got {w}.")
@@ -263,13 +294,38 @@ class CoverLoss(_Loss):
             reduction=self.reduction, stop_gradient=consistency_stop_gradient
         )
         self.spread_loss = FeatureSpreadLoss(reduction=self.reduction, **dict(spread_kwargs or {}))
+        self.fields_key = fields_key
+        self.level_loss = (
+            None if level_weights is None else LevelVectorRegressionLoss(level_weights, reduction=self.reduction)
+        )
+        self.infonce_weight = float(infonce_weight)
+        self.residual_weight = float(residual_weight)
+        if self.infonce_weight > 0 and self.reduction == LossReduction.NONE.value:
+            raise ValueError("CoverLoss: infonce_weight > 0 needs reduction 'mean' or 'sum' (InfoNCE is per anchor).")
+        infonce = dict(features_a_key=features_a_key, features_b_key=features_b_key, ddf_key=target_ddf_key,
+                       overlap_key=overlap_key, reduction=self.reduction)
+        infonce.update(infonce_kwargs or {})
+        self.infonce_loss = VoxelInfoNCELoss(**infonce) if self.infonce_weight > 0 else None
+        if self.infonce_loss is not None and self.infonce_loss.head is not None:
+            raise ValueError("CoverLoss: the InfoNCE term takes no projection head (in_channels); use the head's "
+                             "feature_projector and its keys instead, so that the loss keeps no parameters.")
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        """The weight of each term of :py:meth:`terms` in the objective (``"levels"`` carries its per-level weights
+        inside and enters with 1)."""
+        return {"vector": self.vector_weight, "levels": 1.0, "consistency": self.consistency_weight,
+                "spread": self.spread_weight, "infonce": self.infonce_weight, "residual": self.residual_weight}
 
     @property
     def formula(self) -> str:
         """The weighted sum this loss computes, e.g. ``"L_vec + L_con + L_spread"`` (default) or
         ``"L_vec + L_con"`` (:py:meth:`paper`); terms of weight 0 are left out, other weights than 1 shown."""
-        terms = [(self.vector_weight, "L_vec"), (self.consistency_weight, "L_con"), (self.spread_weight, "L_spread")]
+        terms = [(self.vector_weight, "L_vec"), (self.consistency_weight, "L_con"), (self.spread_weight, "L_spread"),
+                 (self.infonce_weight, "L_infonce"), (self.residual_weight, "L_residual")]
         shown = [name if w == 1.0 else f"{w:g}*{name}" for w, name in terms if w != 0.0]
+        if self.level_loss is not None:
+            shown.insert(1 if self.vector_weight != 0.0 else 0, "L_levels")
         return " + ".join(shown) or "0"
 
     @classmethod
@@ -287,6 +343,8 @@ class CoverLoss(_Loss):
 
     def terms(self, input: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The unweighted terms with a non-zero weight: ``{"vector": L_vec, "consistency": L_con, "spread": L_spread}``
+        plus ``"levels"`` (deep supervision, per-level weights applied), ``"infonce"`` and ``"residual"`` when those
+        options are on
         (each a scalar, or ``(B,)`` with ``reduction="none"``). ``"vector"`` is also computed when all weights are
         zero."""
         if not isinstance(input, Mapping) or not isinstance(target, Mapping):
@@ -299,8 +357,14 @@ class CoverLoss(_Loss):
         if mask is None:
             mask = overlap_mask(true_ddf.detach())
         terms: dict[str, torch.Tensor] = {}
-        if self.vector_weight > 0 or self.consistency_weight == self.spread_weight == 0:
+        others = self.consistency_weight + self.spread_weight + self.infonce_weight + self.residual_weight
+        if self.vector_weight > 0 or (others == 0 and self.level_loss is None):
             terms["vector"] = self.vector_loss(self._get(input, self.ddf_key, "input"), true_ddf, mask)
+        if self.level_loss is not None:
+            if self.fields_key not in input:
+                raise KeyError(f"CoverLoss: level_weights needs the per-level fields {self.fields_key!r} in the "
+                               f"input (CoverNet(..., return_fields=True)); its keys are {sorted(map(str, input))}.")
+            terms["levels"] = self.level_loss(input[self.fields_key], true_ddf, mask)
         if self.consistency_weight > 0:
             terms["consistency"] = self.consistency_loss(
                 self._get(input, self.features_b_key, "input"), self._get(input, self.features_a_key, "input"),
@@ -310,6 +374,18 @@ class CoverLoss(_Loss):
             terms["spread"] = self.spread_loss(
                 self._get(input, self.features_a_key, "input"), self._get(input, self.features_b_key, "input"), mask
             )
+        if self.infonce_loss is not None:
+            terms["infonce"] = self.infonce_loss(input, {**target, self.overlap_key: mask})
+        if self.residual_weight > 0:
+            missing = [k for k in ("residuals", "residual_targets", "residual_masks") if k not in input]
+            if missing:
+                raise KeyError(f"CoverLoss: residual_weight needs {missing} in the input: a head with "
+                               "teacher_forced_levels > 0, given the true ddf (CoverPrepareBatch(network_ddf=True)).")
+            values = [self.vector_loss(p, t, m) for p, t, m in
+                      zip(input["residuals"], input["residual_targets"], input["residual_masks"])]
+            if not values:
+                raise ValueError("CoverLoss: residual_weight > 0 but the network returned no teacher-forced level.")
+            terms["residual"] = sum(values[1:], values[0]) / len(values)
         return terms
 
     def forward(  # type: ignore[override]
@@ -324,6 +400,6 @@ class CoverLoss(_Loss):
         Returns:
             a scalar (``"mean"``, ``"sum"``) or ``(B,)`` (``"none"``).
         """
-        weights = {"vector": self.vector_weight, "consistency": self.consistency_weight, "spread": self.spread_weight}
+        weights = self.term_weights
         terms = self.terms(input, target)
         return sum(weights[name] * value for name, value in terms.items())
