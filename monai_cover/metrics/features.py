@@ -5,7 +5,9 @@ collapsing?
 - :py:func:`correspondence_accuracy` / :py:class:`CorrespondenceAccuracyMetric`: for voxels ``p`` sampled in
   the overlap of view B, the nearest neighbour (cosine) of ``f_B(p)`` among **all** voxels of view A is a hit
   when it lies within ``tolerance`` voxels of the true match ``p + ddf(p)``. Chance level is about the volume of
-  the tolerance ball over the number of voxels.
+  the tolerance ball over the number of voxels. With ``window=r`` the search is local: only the view-A voxels
+  within ``r`` voxels (per axis) of the true match compete, which scores how sharply features single out their
+  match among their neighbours (chance about the tolerance ball over ``(2r+1)^d``).
 - :py:func:`mean_pairwise_cosine` and :py:func:`~monai_cover.metrics.dispersion.effective_rank` on sampled
   voxel features, through :py:class:`FeatureCollapseMetric`: collapsed features have a mean cosine near 1 and
   an effective rank near 1; features of a random network sit near 0.3 and near full rank.
@@ -47,6 +49,35 @@ def _sample(weights: torch.Tensor, count: int, generator: torch.Generator | None
     return candidates[order.to(candidates.device)]
 
 
+def _best_in_window(
+    query: torch.Tensor, keys: torch.Tensor, expected: torch.Tensor, spatial: tuple[int, ...], radius: int
+) -> torch.Tensor:
+    """Flat index of the best-matching key among the in-image voxels within ``radius`` per axis of ``expected``.
+
+    Args:
+        query: ``(n, C)`` unit query vectors; keys: ``(C, N)`` unit key vectors of the flattened grid ``spatial``.
+        expected: ``(d, n)`` true match positions (voxels); the window is centred on them rounded.
+    """
+    if radius < 0:
+        raise ValueError(f"correspondence_accuracy: window must be >= 0, got {radius}.")
+    device = keys.device
+    centre = expected.round().long()  # (d, n)
+    axes = [torch.arange(-radius, radius + 1, device=device)] * len(spatial)
+    offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).flatten(1)  # (d, K)
+    cand = centre[:, :, None] + offsets[:, None, :]  # (d, n, K)
+    upper = torch.tensor(spatial, device=device).view(-1, 1, 1)
+    inside = ((cand >= 0) & (cand < upper)).all(dim=0)  # (n, K)
+    cand = torch.minimum(cand.clamp_min(0), upper - 1)
+    strides = [1] * len(spatial)
+    for i in range(len(spatial) - 2, -1, -1):
+        strides[i] = strides[i + 1] * int(spatial[i + 1])
+    flat = sum(cand[i] * strides[i] for i in range(len(spatial)))  # (n, K)
+    scores = torch.einsum("nc,cnk->nk", query, keys[:, flat])
+    scores = torch.where(inside, scores, torch.full_like(scores, -float("inf")))
+    best = scores.argmax(dim=1)
+    return flat.gather(1, best[:, None])[:, 0]
+
+
 def correspondence_accuracy(
     features_a: torch.Tensor,
     features_b: torch.Tensor,
@@ -55,6 +86,7 @@ def correspondence_accuracy(
     tolerance: float = 2.0,
     generator: torch.Generator | None = None,
     chunk_size: int = 16384,
+    window: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(hits, samples)`` of nearest-neighbour matching of dense features, ``(B, 1)`` float64 each.
 
@@ -65,6 +97,9 @@ def correspondence_accuracy(
         tolerance: a match within this Euclidean distance (voxels) of the true position is a hit.
         generator: for the voxel draw (CPU generator).
         chunk_size: view A voxels compared per step (bounds the memory to ``num_samples * chunk_size``).
+        window: ``None`` (default): the nearest neighbour among all view-A voxels; an int ``r >= 0``: among the
+            view-A voxels inside the image within ``r`` voxels per axis (a ``(2r+1)^d`` cube) of the true match
+            rounded to the nearest voxel.
     """
     true, overlap = _check_target(target, "correspondence_accuracy")
     fa, fb = _finest(features_a), _finest(features_b)
@@ -83,6 +118,12 @@ def correspondence_accuracy(
             continue
         query = torch.nn.functional.normalize(fb[b].flatten(1)[:, picked].T, dim=1, eps=1e-8)  # (n, C)
         keys = torch.nn.functional.normalize(fa[b].flatten(1), dim=0, eps=1e-8)  # (C, N)
+        expected = grid[:, picked] + true[b].flatten(1)[:, picked]
+        if window is not None:
+            where = _best_in_window(query, keys, expected, spatial, int(window))
+            distance = torch.linalg.vector_norm(grid[:, where] - expected, dim=0)
+            hits.append(float((distance <= float(tolerance)).sum())), counts.append(float(picked.numel()))
+            continue
         best = torch.full((picked.numel(),), -float("inf"), device=fa.device)
         where = torch.zeros(picked.numel(), dtype=torch.long, device=fa.device)
         for start in range(0, keys.shape[1], int(chunk_size)):
@@ -90,7 +131,6 @@ def correspondence_accuracy(
             better = value > best
             best = torch.where(better, value, best)
             where = torch.where(better, index + start, where)
-        expected = grid[:, picked] + true[b].flatten(1)[:, picked]
         distance = torch.linalg.vector_norm(grid[:, where] - expected, dim=0)
         hits.append(float((distance <= float(tolerance)).sum())), counts.append(float(picked.numel()))
     as_column = lambda v: torch.tensor(v, dtype=torch.float64).view(-1, 1)  # noqa: E731
@@ -114,15 +154,19 @@ class CorrespondenceAccuracyMetric(CumulativeIterationMetric):
     ``metric(pred_dict, target_dict)`` with ``features_a``/``features_b`` on the target's grid.
 
     Args:
-        num_samples, tolerance, chunk_size: see :py:func:`correspondence_accuracy`.
+        num_samples, tolerance, chunk_size, window: see :py:func:`correspondence_accuracy` (``window=r``: local
+            matching among the voxels within ``r`` per axis of the true match).
         seed: seed of the voxel draw (the same voxels at every validation).
         level: index into the feature lists when the prediction holds pyramids (default the finest).
     """
 
     def __init__(self, num_samples: int = 512, tolerance: float = 2.0, seed: int = 0, level: int = -1,
-                 chunk_size: int = 16384) -> None:
+                 chunk_size: int = 16384, window: int | None = None) -> None:
         self.num_samples, self.tolerance, self.seed = int(num_samples), float(tolerance), int(seed)
         self.level, self.chunk_size = int(level), int(chunk_size)
+        if window is not None and int(window) < 0:
+            raise ValueError(f"CorrespondenceAccuracyMetric: window must be None or >= 0, got {window}.")
+        self.window = None if window is None else int(window)
         super().__init__()  # calls reset(), which seeds the voxel draw
 
     def reset(self) -> None:
@@ -136,7 +180,7 @@ class CorrespondenceAccuracyMetric(CumulativeIterationMetric):
         with torch.no_grad():
             hits, counts = correspondence_accuracy(
                 _finest(y_pred["features_a"], self.level), _finest(y_pred["features_b"], self.level), y,
-                self.num_samples, self.tolerance, self._generator, self.chunk_size,
+                self.num_samples, self.tolerance, self._generator, self.chunk_size, self.window,
             )  # fmt: skip
         self.extend(hits, counts)
         return hits / counts.clamp_min(1)

@@ -50,6 +50,31 @@ def test_perfect_features_find_every_true_match():
     assert hits.item() == 20
 
 
+def test_window_searches_only_near_the_true_match():
+    spatial = (7, 6)
+    fa = _coordinate_features(spatial)
+    target = _target(spatial, (2.0, 0.0))
+    fb = torch.zeros_like(fa)
+    fb[:, :, :-2] = fa[:, :, 2:]  # perfect: every window size finds the match, also at the image border
+    for window in (0, 1, 3):
+        hits, count = correspondence_accuracy(fa, fb, target, num_samples=1000, tolerance=0.0, window=window)
+        assert count.item() == 5 * 6 and hits.item() == count.item()
+    # a decoy: B's voxel p also resembles A's voxel p + 2 with its column c mirrored to 5 - c, more than its match;
+    # the global search always takes the decoy (never the match: 5 - c != c), a window of 1 sees it only in the
+    # middle columns 2 and 3 (mirrored one column away), 2 x 5 of the 30 voxels
+    decoy = torch.zeros_like(fa)
+    decoy[:, :, :-2] = fa[:, :, 2:].flip(-1)
+    features_b = 0.9 * fb + decoy
+    far = correspondence_accuracy(fa, features_b, target, num_samples=1000, tolerance=0.0)[0].item()
+    local = correspondence_accuracy(fa, features_b, target, num_samples=1000, tolerance=0.0, window=1)[0].item()
+    assert far == 0 and local == 20
+    metric = CorrespondenceAccuracyMetric(num_samples=1000, tolerance=0.0, window=1)
+    metric({"features_a": fa, "features_b": features_b}, target)
+    assert metric.aggregate().item() == pytest.approx(20 / 30)
+    with pytest.raises(ValueError, match="window"):
+        CorrespondenceAccuracyMetric(window=-1)
+
+
 def test_constant_features_match_one_voxel_and_the_metric_accumulates():
     spatial = (8, 8)
     constant = torch.ones(1, 3, *spatial)

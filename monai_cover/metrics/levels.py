@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where in the head's pyramid COVER's displacement accuracy comes from: the end-point error after each level.
+
+:py:class:`~monai_cover.networks.nets.CoverHead` refines its field coarse to fine; with ``return_fields=True``
+(``CoverNet(return_fields=True)``) it returns the cumulative field after every level. Each is brought to the full
+grid (values rescaled to full-resolution voxels) and scored against the true field over the overlap::
+
+    r_l  = sum_eps |up(field_l) - ddf_true|_2 / sum_eps |ddf_true|_2      (EPE relative to predicting zero)
+    gain_l = (r_{l-1} - r_l) / (1 - r_{L-1}),  r_{-1} = 1                (share of the total EPE gain, sums to 1)
+
+``r_{L-1}`` is the ratio of the head's output. A share is negative where a level makes the field worse, and the
+shares are not defined (NaN) when the head does no better than zero (``r_{L-1} >= 1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+
+from monai_cover.metrics.ddf import _check_target, _on_grid, _plain, _weighted
+
+__all__ = ["level_end_point_errors", "epe_gain_shares", "LevelEPEMetric"]
+
+
+def level_end_point_errors(
+    fields: Sequence[torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample overlap sums of the end-point error of every level's field, and of predicting zero.
+
+    Args:
+        fields: ``L`` fields coarse to fine, ``fields[l]`` ``(B, d, *S_l)`` in level ``l``'s voxels (any grid; each is
+            resampled to the true field's grid with its values rescaled per axis by the size ratio).
+        target: ``{"ddf": (B, d, *S), "overlap": (B, 1, *S)}`` (voxels of ``S``).
+
+    Returns:
+        ``(errors, zero)``: ``(B, L)`` sums of ``|up(field_l) - ddf|_2`` and ``(B, 1)`` sums of ``|ddf|_2`` over the
+        overlap, float64 (voxels); ``errors[:, l] / zero`` is ``r_l`` per sample.
+    """
+    true, overlap = _check_target(target, "level_end_point_errors")
+    if isinstance(fields, torch.Tensor) or len(fields) < 1:
+        raise ValueError("level_end_point_errors: fields must be a non-empty sequence of (B, d, *S_l) tensors.")
+    errors = []
+    for level, field in enumerate(fields):
+        est = _plain(field)
+        if est.ndim != true.ndim or est.shape[:2] != true.shape[:2]:
+            raise ValueError(
+                f"level_end_point_errors: field {level} {tuple(est.shape)} does not match the true ddf "
+                f"{tuple(true.shape)} in batch size or spatial dims."
+            )
+        total, _ = _weighted(torch.linalg.vector_norm(_on_grid(est, true.shape[2:]) - true, dim=1, keepdim=True),
+                             overlap)
+        errors.append(total)
+    zero, _ = _weighted(torch.linalg.vector_norm(true, dim=1, keepdim=True), overlap)
+    return torch.cat(errors, dim=1), zero
+
+
+def epe_gain_shares(ratios: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Share of the total EPE gain (``1 - r_{L-1}``) that each level contributes: ``(r_{l-1} - r_l) / (1 - r_{L-1})``
+    with ``r_{-1} = 1``, float64 ``(L,)`` summing to 1 (NaN when ``r_{L-1} >= 1``: no gain to share).
+
+    Example: ratios ``(0.6, 0.5, 0.4, 0.2)`` give shares ``(0.5, 0.125, 0.125, 0.25)``.
+    """
+    r = torch.as_tensor(ratios, dtype=torch.float64).flatten()
+    if r.numel() < 1:
+        raise ValueError("epe_gain_shares: needs at least one ratio.")
+    total = 1.0 - r[-1]
+    before = torch.cat([r.new_ones(1), r[:-1]])
+    if not bool(total > 0):
+        return torch.full_like(r, float("nan"))
+    return (before - r) / total
+
+
+class LevelEPEMetric(CumulativeIterationMetric):
+    """EPE relative to predicting zero after each level of the head, accumulated over batches (all overlap voxels of
+    every sample seen, as :py:class:`~monai_cover.metrics.DDFEndPointErrorMetric`). Called as
+    ``metric(pred_dict, target_dict)`` with ``pred_dict[key]`` the list of per-level fields (``CoverNet(...,
+    return_fields=True)``).
+
+    ``aggregate()`` gives the ratios ``r_l``, float64 ``(L,)`` coarse to fine (the last one is the head's
+    :py:class:`~monai_cover.metrics.DDFEndPointErrorMetric` with ``relative=True``); :py:meth:`gain_shares` the share
+    of the EPE gain of each level (:py:func:`epe_gain_shares`).
+
+    Args:
+        key: the key of the per-level fields in the prediction dict.
+    """
+
+    def __init__(self, key: str = "fields") -> None:
+        super().__init__()
+        self.key = key
+
+    def __call__(self, y_pred: Mapping[str, Any], y: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
+        if not isinstance(y_pred, Mapping) or self.key not in y_pred:
+            keys = sorted(y_pred) if isinstance(y_pred, Mapping) else type(y_pred).__name__
+            raise KeyError(
+                f"LevelEPEMetric: the prediction has no {self.key!r} (build the network with "
+                f"CoverNet(..., return_fields=True)); got {keys}."
+            )
+        with torch.no_grad():
+            errors, zero = level_end_point_errors(y_pred[self.key], y)
+        self.extend(errors, zero)
+        return errors / zero.clamp_min(1e-12)
+
+    def _compute_tensor(self, y_pred, y=None):  # pragma: no cover
+        raise NotImplementedError("LevelEPEMetric is called with dicts, see __call__.")
+
+    def aggregate(self) -> torch.Tensor:
+        buffer = self.get_buffer()
+        errors, zero = buffer if isinstance(buffer, (list, tuple)) else (None, None)
+        if errors is None or not bool(zero.sum() > 0):
+            levels = 1 if errors is None else errors.shape[1]
+            return torch.full((levels,), float("nan"), dtype=torch.float64)
+        return errors.sum(0) / zero.sum()
+
+    def gain_shares(self) -> torch.Tensor:
+        """:py:func:`epe_gain_shares` of :py:meth:`aggregate`, ``(L,)``."""
+        return epe_gain_shares(self.aggregate())

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The per-level EPE split of COVER's head (monai_cover.metrics.levels) on constructed fields with a known split."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from monai_cover.metrics import DDFEndPointErrorMetric, LevelEPEMetric, epe_gain_shares, level_end_point_errors
+from monai_cover.networks import CoverHead
+
+SHIFT = torch.tensor([3.0, -2.0])
+
+
+def constant_case(fractions, sizes=((8, 8), (16, 16), (32, 32)), batch=2):
+    """True field: a constant shift of (3, -2) pixels on 32x32. Level l's field recovers ``fractions[l]`` of it, in
+    its own voxels (a level of size s holds ``fraction * shift * s / 32``), so its EPE/zero is ``1 - fraction``."""
+    true = SHIFT.view(1, 2, 1, 1).expand(batch, 2, 32, 32).clone()
+    target = {"ddf": true, "overlap": torch.ones(batch, 1, 32, 32)}
+    fields = [(f * SHIFT * s[0] / 32).view(1, 2, 1, 1).expand(batch, 2, *s).clone() for f, s in zip(fractions, sizes)]
+    return fields, target
+
+
+def test_gain_shares_of_known_ratios():
+    torch.testing.assert_close(epe_gain_shares([0.6, 0.5, 0.4, 0.2]),
+                               torch.tensor([0.5, 0.125, 0.125, 0.25], dtype=torch.float64))
+    assert torch.isnan(epe_gain_shares([0.9, 1.1])).all()  # no gain to share
+
+
+def test_constructed_fields_give_the_known_split():
+    fields, target = constant_case((0.5, 0.75, 0.9))
+    metric = LevelEPEMetric()
+    metric({"fields": fields}, target)
+    torch.testing.assert_close(metric.aggregate(), torch.tensor([0.5, 0.25, 0.1], dtype=torch.float64))
+    # gains 0.5, 0.25, 0.15 of a total 0.9: the two finest levels carry 0.4 / 0.9
+    torch.testing.assert_close(metric.gain_shares(), torch.tensor([5 / 9, 2.5 / 9, 1.5 / 9], dtype=torch.float64))
+
+
+def test_units_are_rescaled_per_level():
+    """A coarse field holding the full-resolution numbers (not divided by its voxel size) overshoots: 0.5 of an
+    8x8 level read as full-resolution voxels is 2x the shift, an EPE/zero of 1, not 0.5."""
+    fields, target = constant_case((0.5,), sizes=((8, 8),))
+    wrong = [fields[0] * 4]
+    errors, zero = level_end_point_errors(wrong, target)
+    assert math.isclose(float(errors.sum() / zero.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_metric_accumulates_over_batches_and_matches_the_relative_epe():
+    fields_1, target_1 = constant_case((0.5, 0.5, 0.5), batch=1)
+    fields_2, target_2 = constant_case((0.5, 0.75, 1.0), batch=3)
+    metric, relative = LevelEPEMetric(), DDFEndPointErrorMetric(relative=True)
+    for fields, target in ((fields_1, target_1), (fields_2, target_2)):
+        metric({"fields": fields}, target)
+        relative({"ddf": fields[-1]}, target)
+    # every sample has the same |true|, so the ratio is the mean over the 4 samples
+    expected = torch.tensor([0.5, (0.5 + 3 * 0.25) / 4, 0.5 / 4], dtype=torch.float64)
+    torch.testing.assert_close(metric.aggregate(), expected)
+    assert math.isclose(float(metric.aggregate()[-1]), float(relative.aggregate()), rel_tol=1e-9)
+
+
+def test_missing_fields_and_empty_metric():
+    with pytest.raises(KeyError, match="return_fields"):
+        LevelEPEMetric()({"ddf": torch.zeros(1, 2, 4, 4)}, constant_case((1.0,))[1])
+    assert torch.isnan(LevelEPEMetric().aggregate()).all()
+
+
+def test_head_fields_match_its_output():
+    torch.manual_seed(0)
+    head = CoverHead(2, (16, 8, 8), head_dim=4, num_heads=(2, 1, 1))
+    fa = [torch.randn(2, c, s, s) for c, s in zip((16, 8, 8), (8, 16, 32))]
+    fb = [torch.randn_like(f) for f in fa]
+    ddf = head(fa, fb)
+    again, fields = head(fa, fb, return_fields=True)
+    assert torch.equal(ddf, again) and torch.equal(fields[-1], ddf)
+    assert [tuple(f.shape) for f in fields] == [(2, 2, 8, 8), (2, 2, 16, 16), (2, 2, 32, 32)]
+    # the last ratio of the split is the relative EPE of the head's output
+    true = torch.randn(2, 2, 32, 32)
+    target = {"ddf": true, "overlap": torch.ones(2, 1, 32, 32)}
+    metric, relative = LevelEPEMetric(), DDFEndPointErrorMetric(relative=True)
+    metric({"fields": fields}, target), relative({"ddf": ddf}, target)
+    assert math.isclose(float(metric.aggregate()[-1]), float(relative.aggregate()), rel_tol=1e-9)
