@@ -12,6 +12,7 @@ from .checkpoints import (
     save_checkpoint_file,
 )
 from .class_metrics import ClassMetricsHandler
+from .diagnostics import GradientShareHandler, LevelEPEHandler
 from .export import SafetensorsExportHandler
 from .images import PANELS, CoverImageHandler
 from .inference import CoverPairSaver
@@ -38,6 +39,8 @@ __all__ = [
     "DDFEndPointError",
     "FeatureCollapse",
     "GradientClipHandler",
+    "GradientShareHandler",
+    "LevelEPEHandler",
     "LossSummaryHandler",
     "OverlapCosine",
     "ProgressBarHandler",
