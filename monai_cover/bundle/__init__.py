@@ -30,12 +30,13 @@ from .overrides import (
 from .paths import BUNDLE_NAMES, bundle_path, bundles_dir, installed_bundles_dir
 from .resources import available_memory_bytes, check_resources, step_memory_bytes
 from .run_record import RUN_RECORD, check_run_settings, read_run_record, run_setting, write_run_record
-from .weights import load_backbone_weights
+from .weights import IncompleteWeightsError, load_backbone_weights
 
 __all__ = [
     "BACKBONE_OVERRIDES",
     "BUNDLE_NAMES",
     "COMMON_OVERRIDE_CHECKS",
+    "IncompleteWeightsError",
     "LOCK_NAME",
     "MONAI_RUN_ARGS",
     "OutputDirLock",

@@ -13,7 +13,13 @@ import torch
 from monai_cover.bundle.distributed import is_rank_zero
 from monai_cover.weights import load_pretrained
 
-__all__ = ["load_backbone_weights"]
+__all__ = ["IncompleteWeightsError", "load_backbone_weights"]
+
+
+class IncompleteWeightsError(RuntimeError):
+    """Pretrained weights that do not fill the fine-tuning network (other widths, 2-D vs 3-D, another backbone)."""
+
+    user_error = True  # one ERROR line on a bundle command line (see monai_cover.bundle.install_error_hook)
 
 
 def load_backbone_weights(
@@ -26,7 +32,7 @@ def load_backbone_weights(
 ):
     """:py:func:`monai_cover.load_pretrained` for a bundle's ``initialize``: load ``source`` (a pretraining
     output/bundle folder or a ``model.pt``) into ``network``, write the report as JSON to ``report_file``
-    (rank 0), and with ``require_all`` raise ``RuntimeError`` unless EVERY destination key outside
+    (rank 0), and with ``require_all`` raise :py:class:`IncompleteWeightsError` unless EVERY destination key outside
     ``exclude`` was loaded (no missing, shape-mismatched or unexpected keys).
 
     Returns:
@@ -49,10 +55,10 @@ def load_backbone_weights(
         with open(report_file, "w") as f:
             json.dump(content, f, indent=2)
     if require_all and (report.missing or report.mismatched or report.unexpected):
-        raise RuntimeError(
-            f"pretrained backbone weights did not load completely ({report}): missing {report.missing[:10]}, "
-            f"mismatched {dict(list(report.mismatched.items())[:10])}, unexpected {report.unexpected[:10]}. "
-            f"{report.diagnosis(network)} The fine-tuning network must use the same backbone definition (features, "
-            "in_channels) as the pretraining run."
+        details = f" Every key is listed in {report_file}." if report_file is not None else ""
+        raise IncompleteWeightsError(
+            f"pretrained backbone weights did not load completely ({report}). {report.diagnosis(network)} The "
+            "fine-tuning network must use the same backbone definition (features, in_channels, spatial_dims) as the "
+            f"pretraining run; --pretrained false trains from scratch.{details}"
         )
     return report

@@ -4,6 +4,8 @@ read, and the traceback goes to a log file (the real ``python -m monai.bundle ru
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import PRETRAIN, bundle_run
@@ -108,3 +110,22 @@ def test_a_full_disk_mid_run_keeps_every_written_file(tmp_path):
                 assert archive.testzip() is None  # whole: nothing written half
         assert (out / "models" / "model.pt").is_file()
         torch.load(out / "models" / "model.pt", weights_only=True)
+
+
+def test_2d_pretrained_weights_into_the_3d_bundle_are_one_error(tmp_path):
+    """Fine-tuning the 3-D bundle from a 2-D run's weights stops with one ERROR line that says 2-D vs 3-D (it used
+    to load the norms and biases, leave every convolution random and train on)."""
+    from conftest import FINETUNE, TINY_FEATURES
+    from monai.networks.nets import BasicUNet
+
+    pretrained = tmp_path / "pretrain_2d"
+    (pretrained / "models").mkdir(parents=True)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(json.loads(TINY_FEATURES)))
+    torch.save(net.state_dict(), pretrained / "models" / "model.pt")
+    proc = bundle_run([FINETUNE / "configs" / "train.json"], FINETUNE, tmp_path / "run", "--epochs", "1",
+                      "--features", TINY_FEATURES, "--pretrained_dir", str(pretrained))  # fmt: skip
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("ERROR: pretrained backbone weights did not load completely"), last
+    assert "The file holds a 2-D network" in last and "spatial_dims=2" in last
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
