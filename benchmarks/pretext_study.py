@@ -10,7 +10,13 @@ regular steps with the library's pretext metrics (``monai_cover.metrics``):
 - ``epe_ratio``: end-point error of the predicted field relative to predicting zero (< 1: it beats no motion);
 - ``nn_corr``: nearest-neighbour correspondence of the finest features within 2 voxels of the true match;
 - ``rank`` / ``cosine``: effective rank and mean pairwise cosine of the finest features (collapse);
-- ``overlap_cos``: cosine of view B's features and view A's warped by the true field (what ``L_con`` trains).
+- ``overlap_cos``: cosine of view B's features and view A's warped by the true field (what ``L_con`` trains);
+- ``level_epe`` / ``gain_share``: EPE/zero after each level of the head, coarse to fine, and each level's share of
+  the EPE gain (``monai_cover.metrics.LevelEPEMetric``);
+- ``local_w3_t1`` / ``local_w3_t2``: local correspondence of the finest features, the best match among the pixels
+  within 3 (per axis) of the true match lying within 1 / 2 pixels of it;
+- ``grad_share``: where each loss term's gradient lands in the backbone (share of the per-block norms, on the first
+  four held-out pairs; ``monai_cover.metrics.term_block_gradient_norms``).
 
 Tracks::
 
@@ -68,6 +74,18 @@ CONFIGS = {
 CONFIGS["default"] = (dict(), dict(), 1e-3)
 #: the same objective at the 3D bundle's former learning rate
 CONFIGS["default_lr3e-4"] = (dict(), dict(), 3e-4)
+#: fine-level options of issue 18 on top of the default: deep supervision (L_vec on every level's field, in its
+#: voxels, weight 1 each), L_con + spread behind a 1x1-conv projector, both, teacher-forced residuals at the two
+#: finest levels (alone and with deep supervision), and the hybrid L_vec + voxel InfoNCE
+PROJECTED = dict(features_a_key="projected_a", features_b_key="projected_b")
+CONFIGS["deep_sup"] = (dict(return_fields=True), dict(level_weights=1.0), 1e-3)
+CONFIGS["projector"] = (dict(feature_projector=(64, 32)), dict(PROJECTED), 1e-3)
+CONFIGS["deep_sup_projector"] = (dict(return_fields=True, feature_projector=(64, 32)),
+                                 dict(level_weights=1.0, **PROJECTED), 1e-3)
+CONFIGS["teacher_forced"] = (dict(teacher_forced_levels=2), dict(residual_weight=1.0), 1e-3)
+CONFIGS["deep_sup_teacher_forced"] = (dict(return_fields=True, teacher_forced_levels=2),
+                                      dict(level_weights=1.0, residual_weight=1.0), 1e-3)
+CONFIGS["hybrid_infonce"] = (dict(), dict(consistency_weight=0.0, spread_weight=0.0, infonce_weight=1.0), 1e-3)
 
 
 def load_images(track: str, data_dir: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -134,29 +152,61 @@ def validation_pairs(track: str, images: list, levels: int, seed: int = 1234) ->
     return pairs
 
 
-def evaluate(net: torch.nn.Module, pairs: list[dict]) -> dict[str, float]:
+def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | None = None) -> dict[str, float]:
     from monai_cover.metrics import (
         CorrespondenceAccuracyMetric,
         DDFEndPointErrorMetric,
         FeatureCollapseMetric,
+        LevelEPEMetric,
         OverlapCosineMetric,
     )
 
     metrics = {
         "epe_ratio": DDFEndPointErrorMetric(relative=True), "epe": DDFEndPointErrorMetric(),
         "nn_corr": CorrespondenceAccuracyMetric(num_samples=256, tolerance=2.0),
+        "local_w3_t1": CorrespondenceAccuracyMetric(num_samples=256, tolerance=1.0, window=3),
+        "local_w3_t2": CorrespondenceAccuracyMetric(num_samples=256, tolerance=2.0, window=3),
         "rank": FeatureCollapseMetric("effective_rank"), "cosine": FeatureCollapseMetric("mean_cosine"),
         "overlap_cos": OverlapCosineMetric(),
     }  # fmt: skip
-    was_training = net.training
+    levels = LevelEPEMetric()
+    was_training, had_fields = net.training, getattr(net, "return_fields", None)
     net.eval()
+    if had_fields is not None:
+        net.return_fields = True  # the per-level fields, for the split of the EPE gain
     with torch.no_grad():
         for p in pairs:
             out = net(p["view_a"], p["view_b"])
             for m in metrics.values():
                 m(out, {"ddf": p["ddf"], "overlap": p["overlap"]})
+            if "fields" in out:
+                levels(out, {"ddf": p["ddf"], "overlap": p["overlap"]})
+    if had_fields is not None:
+        net.return_fields = had_fields
     net.train(was_training)
-    return {k: float(m.aggregate()) for k, m in metrics.items()}
+    result: dict = {k: float(m.aggregate()) for k, m in metrics.items()}
+    if levels.get_buffer()[0] is not None:
+        result["level_epe"] = [float(v) for v in levels.aggregate()]
+        result["gain_share"] = [float(v) for v in levels.gain_shares()]
+    if loss is not None and hasattr(loss, "terms"):
+        result["grad_share"] = gradient_split(net, loss, pairs[:4])
+    return result
+
+
+def gradient_split(net: torch.nn.Module, loss: torch.nn.Module, pairs: list[dict]) -> dict[str, dict[str, float]]:
+    """``{term: {block: share}}`` of each weighted loss term's gradient over the backbone blocks, on ``pairs`` as one
+    batch (training mode, the global RNG left as it was, nothing written to ``.grad``)."""
+    from monai_cover.metrics import backbone_blocks, gradient_shares, term_block_gradient_norms
+
+    batch = {k: torch.cat([p[k] for p in pairs]) for k in ("view_a", "view_b", "ddf", "overlap")}
+    teacher_forced = getattr(getattr(net, "head", None), "teacher_forced_levels", 0) > 0
+    with torch.random.fork_rng(devices=[]):
+        out = net(batch["view_a"], batch["view_b"], **({"ddf": batch["ddf"]} if teacher_forced else {}))
+        terms = loss.terms(out, {"ddf": batch["ddf"], "overlap": batch["overlap"]})
+        weights = getattr(loss, "term_weights", {})
+        weighted = {t: v * weights.get(t, 1.0) for t, v in terms.items()}
+        norms = term_block_gradient_norms(weighted, backbone_blocks(net.backbone))
+    return gradient_shares(norms, over="blocks")
 
 
 def run_config(name: str, track: str, train: list, val_images: list, steps: int, evals: int, seed: int,
@@ -182,7 +232,8 @@ def run_config(name: str, track: str, train: list, val_images: list, steps: int,
     backbone = FeaturePyramid(unet)
     method = build_method(
         "cover", backbone, cover_net=CoverNet(backbone, levels=levels, **net_kwargs),
-        cover_loss=CoverLoss(**loss_kwargs), cover_prepare_batch=CoverPrepareBatch(),
+        cover_loss=CoverLoss(**loss_kwargs),
+        cover_prepare_batch=CoverPrepareBatch(network_ddf="teacher_forced_levels" in net_kwargs),
         pair_transform=pair_transform(track, levels),
     )  # fmt: skip
     val = validation_pairs(track, val_images, levels)
@@ -194,7 +245,7 @@ def run_config(name: str, track: str, train: list, val_images: list, steps: int,
         network=method.network, optimizer=optimizer, loss_function=method.loss, prepare_batch=method.prepare_batch,
         train_handlers=[GradientClipHandler(1.0)], decollate=False,
     )  # fmt: skip
-    curve = [{"step": 0, "seconds": 0.0, **evaluate(method.network, val)}]
+    curve = [{"step": 0, "seconds": 0.0, **evaluate(method.network, val, method.loss)}]
     losses: list[float] = []
     start = time.time()
     eval_every = max(1, steps // evals)
@@ -204,12 +255,14 @@ def run_config(name: str, track: str, train: list, val_images: list, steps: int,
         losses.append(float(engine.state.output["loss"]))
         if engine.state.iteration % eval_every == 0 or engine.state.iteration == steps:
             curve.append({"step": engine.state.iteration, "seconds": time.time() - start,
-                          **evaluate(method.network, val)})
+                          **evaluate(method.network, val, method.loss)})
             c = curve[-1]
             if minutes is not None and c["seconds"] > 60 * minutes:
                 engine.terminate()  # the wall-clock budget is spent: this evaluation is the last
+            split = " ".join(f"{v:.2f}" for v in c.get("gain_share", []))
             print(f"  {name} step {c['step']}: epe_ratio {c['epe_ratio']:.3f} nn_corr {c['nn_corr']:.3f} "
-                  f"rank {c['rank']:.1f} cos {c['cosine']:.2f} ({c['seconds']:.0f} s)", flush=True)
+                  f"local_w3 {c['local_w3_t1']:.3f}/{c['local_w3_t2']:.3f} rank {c['rank']:.1f} "
+                  f"cos {c['cosine']:.2f} gain split [{split}] ({c['seconds']:.0f} s)", flush=True)
 
     trainer.run()
     return {"name": name, "levels": levels, "lr": lr, "net": net_kwargs, "loss": loss_kwargs, "curve": curve,
