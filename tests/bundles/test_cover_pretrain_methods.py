@@ -40,7 +40,7 @@ def test_pretrain_method_override(method, volumes, tmp_path):
     # validation (DDF end-point error) and the CoverNet file only make sense for COVER
     assert not (out / "models" / "cover_net.pt").exists() and not (out / "models" / "model_best.pt").exists()
     ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng"}  # rng: the random states
     assert any(k.startswith("loss.") for k in ckpt["model"]), "the loss's heads are not checkpointed"
     if method == "voxel_infonce":  # the features alone: no COVER head is built or trained
         assert not any(k.startswith("network.head.") for k in ckpt["model"]), sorted(ckpt["model"])[:5]
