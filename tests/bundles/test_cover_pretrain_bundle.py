@@ -335,6 +335,13 @@ def test_tensorboard_has_learning_rate_and_validation_images(pretrain_run):
     # 3 volumes, one held out: 2 iterations per epoch; warm-up over epoch 1 then cosine decay, all positive
     assert len(lr) >= 2 * epochs and all(v > 0 for v in lr) and lr[1] > lr[0], lr
     assert {"train_loss", "val_ddf_epe", "val_epe_ratio", "val_nn_correspondence"} <= set(tags["scalars"])
+    # the per-level split of the head (LevelEPEHandler): one ratio and one gain share per level, shares summing to 1
+    levels = sorted(t for t in tags["scalars"] if t.startswith("level_epe_gain_"))
+    assert len(levels) >= 2, tags["scalars"]
+    shares = [acc.Scalars(t)[-1].value for t in levels]
+    ratio = acc.Scalars(f"level_epe_{len(levels) - 1}")[-1].value
+    assert abs(sum(shares) - 1.0) < 1e-3 or ratio >= 1.0, (shares, ratio)
+    assert abs(ratio - acc.Scalars("val_epe_ratio")[-1].value) < 1e-3  # the last level's ratio is the head's
     assert {f"val_images/{p}" for p in PANELS} <= set(tags["images"]), tags["images"]
     images = acc.Images("val_images/ddf_pred_magnitude")
     assert sorted({e.step for e in images}) == list(range(1, epochs + 1))  # one per validation (every epoch)
