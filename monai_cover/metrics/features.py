@@ -8,6 +8,7 @@ collapsing?
   the tolerance ball over the number of voxels. With ``window=r`` the search is local: only the view-A voxels
   within ``r`` voxels (per axis) of the true match compete, which scores how sharply features single out their
   match among their neighbours (chance about the tolerance ball over ``(2r+1)^d``).
+  With ``levels="concat"`` the metric matches the hypercolumn of pyramid predictions instead of one level.
 - :py:func:`mean_pairwise_cosine` and :py:func:`~monai_cover.metrics.dispersion.effective_rank` on sampled
   voxel features, through :py:class:`FeatureCollapseMetric`: collapsed features have a mean cosine near 1 and
   an effective rank near 1; features of a random network sit near 0.3 and near full rank.
@@ -26,6 +27,7 @@ from monai.utils import convert_to_tensor
 from monai_cover.ddf import identity_grid
 from monai_cover.metrics.ddf import _check_target
 from monai_cover.metrics.dispersion import effective_rank
+from monai_cover.metrics.hypercolumn import LEVEL_MODES, hypercolumn
 
 __all__ = [
     "correspondence_accuracy",
@@ -158,12 +160,19 @@ class CorrespondenceAccuracyMetric(CumulativeIterationMetric):
             matching among the voxels within ``r`` per axis of the true match).
         seed: seed of the voxel draw (the same voxels at every validation).
         level: index into the feature lists when the prediction holds pyramids (default the finest).
+        levels: ``"finest"`` (default): the features at ``level``; ``"concat"``: the hypercolumn of pyramid
+            predictions (lists ``(B, C_l, *S_l)`` coarse to fine, every level at unit length, resampled to the
+            finest grid and concatenated, see :py:func:`~monai_cover.metrics.hypercolumn.hypercolumn`), so that
+            every level weighs the same in the cosine; a prediction that is one tensor is read as it is.
     """
 
     def __init__(self, num_samples: int = 512, tolerance: float = 2.0, seed: int = 0, level: int = -1,
-                 chunk_size: int = 16384, window: int | None = None) -> None:
+                 chunk_size: int = 16384, window: int | None = None, levels: str = "finest") -> None:
         self.num_samples, self.tolerance, self.seed = int(num_samples), float(tolerance), int(seed)
         self.level, self.chunk_size = int(level), int(chunk_size)
+        if levels not in LEVEL_MODES:
+            raise ValueError(f"CorrespondenceAccuracyMetric: levels must be one of {LEVEL_MODES}, got {levels!r}.")
+        self.levels = levels
         if window is not None and int(window) < 0:
             raise ValueError(f"CorrespondenceAccuracyMetric: window must be None or >= 0, got {window}.")
         self.window = None if window is None else int(window)
@@ -179,11 +188,17 @@ class CorrespondenceAccuracyMetric(CumulativeIterationMetric):
             raise KeyError(f"CorrespondenceAccuracyMetric: the prediction needs {missing} (a CoverNet output dict).")
         with torch.no_grad():
             hits, counts = correspondence_accuracy(
-                _finest(y_pred["features_a"], self.level), _finest(y_pred["features_b"], self.level), y,
+                self._read(y_pred["features_a"]), self._read(y_pred["features_b"]), y,
                 self.num_samples, self.tolerance, self._generator, self.chunk_size, self.window,
             )  # fmt: skip
         self.extend(hits, counts)
         return hits / counts.clamp_min(1)
+
+    def _read(self, features: Any) -> torch.Tensor:
+        """The features the metric matches: the pyramid's ``level`` or its hypercolumn (``levels``)."""
+        if self.levels == "finest" or not isinstance(features, (list, tuple)):
+            return _finest(features, self.level)
+        return hypercolumn([convert_to_tensor(f, track_meta=False) for f in features], normalize_levels=True)
 
     def _compute_tensor(self, y_pred, y=None):  # pragma: no cover
         raise NotImplementedError("CorrespondenceAccuracyMetric is called with dicts, see __call__.")

@@ -75,6 +75,30 @@ def test_window_searches_only_near_the_true_match():
         CorrespondenceAccuracyMetric(window=-1)
 
 
+
+def test_levels_concat_matches_the_hypercolumn_of_pyramids():
+    spatial = (6, 5)
+    fa = _coordinate_features(spatial)
+    fb = torch.zeros_like(fa)
+    fb[:, :, :-2] = fa[:, :, 2:]
+    target = _target(spatial, (2.0, 0.0))
+    # the voxels are told apart by the middle level only; the finest level is constant, the coarse one too
+    coarse, constant = torch.ones(1, 2, 3, 3), torch.ones(1, 3, *spatial)
+    pred = {"features_a": [coarse, fa, constant], "features_b": [coarse, fb, constant]}
+    finest = CorrespondenceAccuracyMetric(num_samples=1000, tolerance=0.0)
+    finest(pred, target)
+    reference = CorrespondenceAccuracyMetric(num_samples=1000, tolerance=0.0)
+    reference({"features_a": constant, "features_b": constant}, target)
+    assert finest.aggregate().item() == reference.aggregate().item() < 0.1  # default: the finest level, as before
+    concat = CorrespondenceAccuracyMetric(num_samples=1000, tolerance=0.0, levels="concat")
+    concat(pred, target)
+    assert concat.aggregate().item() == 1.0
+    single = CorrespondenceAccuracyMetric(num_samples=1000, tolerance=0.0, levels="concat")
+    single({"features_a": fa, "features_b": fb}, target)  # one tensor: read as it is
+    assert single.aggregate().item() == 1.0
+    with pytest.raises(ValueError, match="levels"):
+        CorrespondenceAccuracyMetric(levels="all")
+
 def test_constant_features_match_one_voxel_and_the_metric_accumulates():
     spatial = (8, 8)
     constant = torch.ones(1, 3, *spatial)
