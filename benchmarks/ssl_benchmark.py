@@ -36,6 +36,8 @@ Protocol
   jitter only). Hyper-parameters are fixed per profile; nothing is tuned on the evaluation half.
 - **Diagnostics**: :func:`monai_cover.metrics.dispersion.dispersion_report` of each backbone's finest features (and
   of the random init) on the evaluation half: intra/inter-class cosine, ratio, gap, effective rank.
+- **Frozen-feature probes** (``--probe-seeds N``, ``ssl_probes.py``): each backbone frozen, linear probes on its finest
+  level and hypercolumn and a kNN vote, fitted on N draws of k labelled patches, Dice on the same held-out half.
 
 Limitations (also in ``report.md``): one labelled, smooth, near-symmetric template, so the split measures transfer
 across hemispheres, not subjects; a tiny pool and short budgets (differences small next to seed variance); the
@@ -97,6 +99,7 @@ report = _load_script("ssl_report", ROOT / "benchmarks" / "report.py")
 _data = _load_script("ssl_data", ROOT / "benchmarks" / "ssl_data.py")
 loader_chains, load_pool_and_task, draw_patches = _data.loader_chains, _data.load_pool_and_task, _data.draw_patches
 PretextSamples, patch_batches, BUNDLE_CONFIG = _data.PretextSamples, _data.patch_batches, _data.BUNDLE_CONFIG
+_probes = _load_script("ssl_probes", ROOT / "benchmarks" / "ssl_probes.py")  # frozen-feature probes (issue 18)
 INITS = ("scratch",) + METHODS
 LABEL_NAMES = {k: v for k, v in MNI152_TISSUE_NAMES.items() if k}  # the fetched MNI labels: other, GM, WM
 N_CLASSES = len(MNI152_TISSUE_NAMES)  # background + 3
@@ -152,6 +155,7 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
              "pretrain_steps": (int, None, None), "ft_steps": (int, None, None), "ft_lr": (float, None, None),
              "lr": (float, None, "pretraining lr (all methods)"),
              "workers": (int, None, "DataLoader workers for the pretext transforms"),
+             "probe_seeds": (int, None, "frozen-feature probes (ssl_probes.py) with N probe seeds; 0/unset: none"),
              "cover_levels": (int, None, "COVER head on the N finest pyramid levels (default: levels_for_size(crop), "
                               "3 for 32^3; capture range 2*(2^N-1) voxels)")}
 
@@ -373,6 +377,14 @@ def diagnostics(cfg: dict, state: dict | None, task: dict, seed: int, device) ->
     return {k: rep[k] for k in (*report.DIAG_KEYS, "max_rank", "num_voxels", "num_sampled", "per_class")}
 
 
+def frozen_probes(cfg: dict, state: dict | None, task: dict, seed: int, device) -> list[dict]:
+    """Frozen-feature probe records (``ssl_probes.py``: linear on the finest level and the hypercolumn, kNN) of the
+    backbone ``state`` (``None``: the random init of ``seed``), each tagged with ``seed``."""
+    net = FeaturePyramid(init_segmenter(cfg, state, seed)).to(device)
+    recs = _probes.frozen_probes(net, task, cfg, N_CLASSES, draw_patches, patch_shape(cfg), device)
+    return [{**r, "seed": seed} for r in recs]
+
+
 # ============================================================================================== main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -453,6 +465,9 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
         for init in ("scratch", *cfg["methods"]):
             state = states[(init, seed)]
             results["diagnostics"].setdefault(init, {})[str(seed)] = diagnostics(cfg, state, task, seed, device)
+            if cfg.get("probe_seeds"):
+                results.setdefault("probes", {}).setdefault(init, []).extend(
+                    frozen_probes(cfg, state, task, seed, device))
             for k in cfg["ks"]:
                 r = finetune_and_evaluate(cfg, state, task, boxes[:k], seed, device, amp)
                 r.update(init=init, k=k, seed=seed, patches=[list(b) for b in boxes[:k]])
@@ -462,6 +477,9 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
         results["summary"] = report.summarise(results["runs"], INITS, cfg["ks"])
         report.write_json(out / "results.json", results)  # partial results after every seed
     path = report.finish(out, results, t_start)
+    if results.get("probes"):  # the probes' tables after the fine-tuning report
+        path.write_text(path.read_text() + "\n" + "\n".join(_probes.probe_report_lines(results["probes"],
+                                                                                     cfg["ks"])) + "\n")
     log(f"{cfg['profile']} done in {results['timings']['total_seconds']:.0f} s; report: {path}")
     return path
 

@@ -85,3 +85,16 @@ def test_probes_read_what_the_features_say(dims):
     lines = probes.probe_report_lines(records, cfg["ks"])
     assert any(line.startswith("| cover | linear/concat |") for line in lines)
     assert any("cover minus scratch" in line for line in lines)
+
+
+def test_benchmark_protocol_runs_the_probes_on_request():
+    ssl = _load("ssl_benchmark")
+    cfg = ssl.make_config(ssl.parse_args(["--smoke", "--out", "x", "--probe-seeds", "2", "--ks", "1", "2"]))
+    assert cfg["probe_seeds"] == 2
+    assert "probe_seeds" not in ssl.make_config(ssl.parse_args(["--smoke", "--out", "x"]))  # off unless asked
+    task = {k: v.repeat(1, 2, 2, 2) for k, v in _task((16, 16, 16)).items()}  # (1, 32, 32, 32): the smoke crop
+    records = ssl.frozen_probes(cfg, None, task, 0, torch.device("cpu"))  # the random init of seed 0
+    assert len(records) == 2 * 2 * 3 and all(r["seed"] == 0 for r in records)
+    assert all(0.0 <= r["dice_mean"] <= 1.0 and len(r["dice"]) == ssl.N_CLASSES - 1 for r in records)
+    lines = probes.probe_report_lines({"scratch": records}, cfg["ks"])
+    assert sum(line.startswith("| scratch |") for line in lines) == 3  # linear finest/concat, knn finest
