@@ -73,7 +73,7 @@ def _tiny_unet_2d(out_channels: int = 1):
 
 
 def _val_metrics(stdout: str) -> list[dict[str, float]]:
-    rows = re.findall(r"Metrics -- (val_ddf_epe: .*)", stdout)
+    rows = re.findall(r"Metrics -- (.*val_ddf_epe: .*)", stdout)  # the per-level level_epe_* come first
     return [{k: float(v) for k, v in re.findall(r"(\w+): ([-\d.e]+)", r)} for r in rows]
 
 
