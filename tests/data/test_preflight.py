@@ -149,7 +149,8 @@ def test_labels_are_checked_against_classes_and_the_image_grid(tmp_path):
                     crop_size=[32, 32, 32], on_bad_file="skip")  # fmt: skip
     codes = [[r["code"] for r in it["reasons"]] for it in report.items]
     assert codes == [[], ["label_values"], ["label_grid"]]
-    assert "label values [12.0] outside 0..2" in report.items[1]["reasons"][0]["message"]
+    assert ("1 of its 1 distinct label values are not class indices 0..2 (--num_classes 3): 12; values in the file: "
+            "min 12, max 12") in report.items[1]["reasons"][0]["message"]
 
 
 def test_dataset_type_from_the_size_estimate():
