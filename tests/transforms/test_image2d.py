@@ -159,12 +159,15 @@ def test_scale_by_modality_reads_dicom_tag():
     hu = MetaTensor(torch.tensor([[[-1000.0, 0.0], [1000.0, 3000.0]]]), meta={"0008|0060": "CT"})
     scale = ScaleIntensityByModalityd("image", meta_modality_key="0008|0060")
     assert scale({"image": hu, "modality": "unknown"})["image"].tolist() == [[[0.0, 0.5], [1.0, 1.0]]]
-    # without the option (the 3-D bundles), an unknown modality means percentiles
-    plain = ScaleIntensityByModalityd("image")({"image": hu, "modality": "unknown"})["image"]
-    assert float(plain.min()) == 0.0 and float(plain[0, 0, 1]) > 0.2  # percentile-scaled, not the HU window
-    # the item's own modality wins over the tag
+    # without the option (the 3-D bundles), an unknown modality goes by the range: HU-like gets the window too
+    plain = ScaleIntensityByModalityd("image")
+    assert plain({"image": hu, "modality": "unknown"})["image"].tolist() == [[[0.0, 0.5], [1.0, 1.0]]]
+    mr_range = MetaTensor(torch.tensor([[[0.0, 100.0], [400.0, 800.0]]]))
+    scaled = plain({"image": mr_range, "modality": "unknown"})["image"]
+    assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0 and 0.1 < float(scaled[0, 0, 1]) < 0.2
+    # the item's own modality wins over the tag and the range: percentiles, not the HU window
     mr = scale({"image": hu.clone(), "modality": "MR"})["image"]
-    assert torch.allclose(mr, plain)
+    assert float(mr.min()) == 0.0 and float(mr[0, 0, 1]) > 0.2 and mr.tolist() != [[[0.0, 0.5], [1.0, 1.0]]]
 
 
 def test_2d_readers_on_real_files(tmp_path):
