@@ -7,11 +7,12 @@ numbers and a patch size that fits."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from monai_cover.data import physical_memory_bytes
 
 from .device import estimate_pair_bytes
 from .overrides import OverrideError, as_bool
@@ -36,10 +37,8 @@ def available_memory_bytes(device: Any = "cpu") -> tuple[int | None, str]:
                     return int(line.split()[1]) * 1024, "the available memory (MemAvailable)"
     except OSError:
         pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")), "the physical memory"
-    except (ValueError, OSError, AttributeError):
-        return None, "unknown"
+    physical = physical_memory_bytes()
+    return (physical, "the physical memory") if physical else (None, "unknown")
 
 
 def step_memory_bytes(patch_size: Sequence[int], features: Sequence[int], items: int, views: int = 2,
