@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     for size in args.sizes:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", str(size), "--batch", str(args.batch),
                "--device", args.device, "--features", *map(str, args.features)] + (["--amp"] if args.amp else [])
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
         if proc.returncode != 0:
             print(f"{size:>5}^3 failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}")
             continue
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         rows.append({**r, "per_pair_bytes": measured, "estimate_bytes": estimate, "ratio": estimate / measured})
         print(f"{size:>5}^3 {measured / 1e9:>17.2f} {estimate / 1e9:>17.2f} {estimate / measured:>18.2f}")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"device": args.device, "amp": args.amp, "features": args.features, "rows": rows}, f, indent=1)
     return 0
 

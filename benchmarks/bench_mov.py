@@ -118,7 +118,7 @@ def sync(device):
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of the whole machine from /proc/stat (0, 0 where unavailable)."""
     try:
-        with open("/proc/stat") as f:
+        with open("/proc/stat", encoding="utf-8") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
     except OSError:
         return 0, 0
@@ -176,7 +176,7 @@ def time_interleaved(shape, num_heads, args):
 
 
 def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
+    with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
@@ -201,7 +201,7 @@ def child_peak(spec: dict) -> float:
         sync(device)
         return float(torch.cuda.max_memory_allocated() - base)
     base = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
+    with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
         f.write("5")  # reset VmHWM to the current RSS
     run_once(fn, q, k, g, mode, device, amp)
     return float(_status_kib("VmHWM") - base) * 1024
@@ -215,7 +215,7 @@ def measure_peak(variant, shape, num_heads, mode, args) -> float:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-        env=env, capture_output=True, text=True, check=False,
+        env=env, capture_output=True, text=True, check=False, encoding="utf-8", errors="replace",
     )
     if proc.returncode != 0:
         raise RuntimeError(f"peak-memory child failed for {spec}:\n{proc.stderr}")
@@ -301,7 +301,7 @@ def main() -> None:
         meta = dict(device=args.device, amp=args.amp, backend=backend, radius=RADIUS, torch=torch.__version__)
         if args.device == "cuda":
             meta["gpu"] = torch.cuda.get_device_name()
-        with open(args.json, "w") as f:  # NaN (memory not measured) is written as JSON's NaN
+        with open(args.json, "w", encoding="utf-8") as f:  # NaN (memory not measured) is written as JSON's NaN
             json.dump(dict(meta, rows=rows), f, indent=1)
 
 

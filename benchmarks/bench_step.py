@@ -135,7 +135,7 @@ def measure_memory(variant: str) -> dict:
         del argv[i : i + 2]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--memory-child", variant],
-                          env=env, capture_output=True, text=True, check=False)
+                          env=env, capture_output=True, text=True, check=False, encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"bench_step: the {variant} memory subprocess failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -243,7 +243,7 @@ def main() -> None:
         step = full_step if args.memory_child == "ours" else reference_step
         step()  # warm-up: lazy initialisation and Adam's state are in the RSS before the measured step
         before = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
             f.write("5")  # reset VmHWM to the current RSS
         step()
         print(json.dumps({"peak_bytes": _status_kib("VmHWM") * 1024, "before_bytes": before * 1024}))
@@ -308,7 +308,7 @@ def main() -> None:
             compiled=args.compile, memory=memory or None, keep_freed_memory=kept,
             reference_steps=reference, reference_ratio=ratio, first_loss_relative_difference=loss_gap,
         )
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
 
 

@@ -148,7 +148,7 @@ def main() -> None:
                           loss_relative_difference=gap)
         print(f"{name:>22}: {med:.3f} s  ({med / base:.2f}x the step with every route; loss differs by {gap:.1e})")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dict(size=args.size, threads=torch.get_num_threads(), keep_freed_memory=kept, routes=rows), f,
                       indent=1)
 

@@ -81,7 +81,7 @@ def child_env() -> dict:
 def run(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> tuple[int, float, str]:
     """Run ``cmd`` in the repository root, output to ``log``; (exit status or 124 on timeout, seconds, tail)."""
     start = time.perf_counter()
-    with open(log, "w") as out:
+    with open(log, "w", encoding="utf-8") as out:
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
         try:
@@ -92,7 +92,7 @@ def run(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> t
         except subprocess.TimeoutExpired:
             code = 124
     seconds = time.perf_counter() - start
-    tail = log.read_text(errors="replace")[-1500:]
+    tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
     return code, seconds, tail
 
 
@@ -198,7 +198,7 @@ def _bench_mov(c: Check, args, out: Path, timeout: float) -> dict | None:
     if code != 0 or not result.is_file():
         c.fail(f"bench_mov exited {code}:\n{tail}")
         return None
-    data = json.loads(result.read_text())
+    data = json.loads(result.read_text(encoding="utf-8"))
     for row in data["rows"]:
         if row["mode"] != "fwdbwd":
             continue
@@ -226,7 +226,8 @@ def check_bench_mov_torch(c: Check, args, out: Path, timeout: float) -> None:
     data = _bench_mov(c, args, out, timeout)
     ours = out / "bench_mov.json"
     if data is not None and ours.is_file():
-        fast = {(tuple(r["shape"]), r["heads"], r["mode"]): r["ours_s"] for r in json.loads(ours.read_text())["rows"]}
+        rows = json.loads(ours.read_text(encoding="utf-8"))["rows"]
+        fast = {(tuple(r["shape"]), r["heads"], r["mode"]): r["ours_s"] for r in rows}
         for row in data["rows"]:
             key = (tuple(row["shape"]), row["heads"], row["mode"])
             if key in fast and row["mode"] == "fwdbwd":
@@ -241,7 +242,7 @@ def _bench_step(c: Check, args, out: Path, timeout: float) -> dict | None:
     if code != 0 or not result.is_file():
         c.fail(f"bench_step exited {code}:\n{tail}")
         return None
-    data = json.loads(result.read_text())
+    data = json.loads(result.read_text(encoding="utf-8"))
     c.figures.update(
         {
             "backend": data["backend"],
@@ -268,7 +269,7 @@ def check_bench_step_torch(c: Check, args, out: Path, timeout: float) -> None:
     data = _bench_step(c, args, out, timeout)
     ours = out / "bench_step.json"
     if data is not None and ours.is_file():
-        ratio = data["step_s"] / json.loads(ours.read_text())["step_s"]
+        ratio = data["step_s"] / json.loads(ours.read_text(encoding="utf-8"))["step_s"]
         c.figures["step time torch op / triton"] = f"{ratio:.2f}x"
     if c.status != "FAIL":
         c.status = "PASS"
@@ -280,7 +281,7 @@ def check_bundle(c: Check, args, out: Path, timeout: float) -> None:
     if code != 0 or not result.is_file():
         c.fail(f"bundle run exited {code}:\n{tail}")
         return
-    data = json.loads(result.read_text())
+    data = json.loads(result.read_text(encoding="utf-8"))
     c.figures.update(
         {
             "iterations": data["iterations"],
@@ -404,7 +405,7 @@ def bundle_child(args) -> None:
     )
     print(json.dumps(result))
     if args.child_json:
-        Path(args.child_json).write_text(json.dumps(result, indent=1))
+        Path(args.child_json).write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- main
@@ -495,7 +496,7 @@ def main(argv=None) -> int:
         print(f"[gpu_check] {c.status} {name} ({c.seconds:.1f} s)", flush=True)
     text = summary(results, time.perf_counter() - start, args.budget)
     print(text)
-    (out / "summary.txt").write_text(text + "\n")
+    (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     return 1 if any(c.status == "FAIL" for c in results) else 0
 
 

@@ -73,7 +73,7 @@ def write_report(out: Path, results: dict, command: str) -> None:
             for term, share in point.get("grad_share", {}).items():
                 lines.append(f"| {run['name']} | {point['step']} | {term} | {share.get('upcat_1', float('nan')):.3f} | "
                              f"{share.get('upcat_2', float('nan')):.3f} | {share.get('down_4', float('nan')):.3f} |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -98,9 +98,9 @@ def main(argv=None) -> int:
     results = {"track": "2d", "steps": args.steps, "seed": args.seed, "runs": []}
     for name in args.configs:
         results["runs"].append(study.run_config(name, "2d", train, val, args.steps, args.evals, args.seed))
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_report(out, results, command)
-    print((out / "report.md").read_text())
+    print((out / "report.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -100,7 +100,7 @@ def load_images(track: str, data_dir: Path) -> tuple[list[torch.Tensor], list[to
         fetch = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(fetch)
         fetch.fetch(data_dir, sources=("nilearn", "slicerio", "nibabel"), mni_resolution=2, verbose=False)
-    items = json.loads(datalist.read_text())
+    items = json.loads(datalist.read_text(encoding="utf-8"))
     items = items.get("training", []) + items.get("validation", [])
     pixdim = (2.0, 2.0, -1.0) if track == "2d" else (2.0, 2.0, 2.0)  # 2D keeps the slice spacing
     load = Compose([
@@ -288,7 +288,7 @@ def write_report(out: Path, results: dict) -> None:
             f"{c[-1]['epe_ratio']:.2f} | {c[-1]['nn_corr']:.3f} | {c[-1]['rank']:.1f} ({c[0]['rank']:.1f}) | "
             f"{c[-1]['cosine']:.2f} ({c[0]['cosine']:.2f}) | {c[-1]['overlap_cos']:.2f} | {r['seconds'] / 60:.1f} |"
         )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_plot(out: Path, results: dict) -> None:
@@ -338,10 +338,10 @@ def main(argv=None) -> int:
         results["runs"].append(
             run_config(name, args.track, train, val, args.steps, args.evals, args.seed, args.minutes)
         )
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_report(out, results)
     write_plot(out, results)
-    print((out / "report.md").read_text())
+    print((out / "report.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -140,7 +140,7 @@ def jsonable(x: Any) -> Any:
 
 def write_json(path: str | Path, results: dict) -> None:
     """Write ``jsonable(results)`` to ``path`` (indent 1)."""
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(jsonable(results), f, indent=1)
 
 
@@ -178,13 +178,13 @@ def dice_tables(results: dict) -> list[str]:
     classes = [str(c) for c in results["data"]["labels"].values()]
     inits = [i for i in summary if summary[i]]
     cells = {(i, k): summary[i].get(str(k)) for i in inits for k in ks}
-    lines = [f"## Mean Dice ({', '.join(classes)}) on the held-out {held_out(cfg)}, mean ± std over seeds", ""]
+    lines = [f"## Mean Dice ({', '.join(classes)}) on the held-out {held_out(cfg)}, mean +/- std over seeds", ""]
     lines += _table(["init"] + [f"k={k}" for k in ks], [[i] + ["-" if cells[i, k] is None else
-                    f"{cells[i, k]['mean']:.4f} ± {cells[i, k]['std']:.4f} (n={cells[i, k]['n']})" for k in ks]
+                    f"{cells[i, k]['mean']:.4f} +/- {cells[i, k]['std']:.4f} (n={cells[i, k]['n']})" for k in ks]
                     for i in inits])
     present = [(i, k, cells[i, k]) for i in inits for k in ks if cells[i, k]]
-    lines += ["", "### Per class (mean ± std over seeds)", ""]
-    lines += _table(["init", "k", *classes], [[i, str(k)] + [f"{s['per_class'][c]['mean']:.4f} ± "
+    lines += ["", "### Per class (mean +/- std over seeds)", ""]
+    lines += _table(["init", "k", *classes], [[i, str(k)] + [f"{s['per_class'][c]['mean']:.4f} +/- "
                     f"{s['per_class'][c]['std']:.4f}" for c in classes] for i, k, s in present])
     lines += ["", "### Per seed (mean Dice)", ""]
     lines += _table(["init", "k"] + [f"seed {sd}" for sd in cfg["seeds"]], [[i, str(k)] + [
@@ -335,7 +335,7 @@ def write_report(out: str | Path, results: dict) -> Path:
         run.get("curve") for per_seed in results["pretrain"].values() for run in per_seed.values()) else "."),
         "", "## Limitations", "", *(LIMITATIONS_2D if dims == 2 else LIMITATIONS), ""]
     path = Path(out) / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
@@ -445,9 +445,9 @@ def write_suite_report(out: str | Path, name: str, tracks: dict[str, dict], seco
                   ""]
         lines += comparison_table(results.get("comparisons", {}), cfg["ks"])
         summary = results["summary"]
-        lines += ["", "Mean Dice ± std over seeds:", ""]
+        lines += ["", "Mean Dice +/- std over seeds:", ""]
         lines += _table(["init"] + [f"k={k}" for k in cfg["ks"]], [[i] + [
-            f"{summary[i][str(k)]['mean']:.4f} ± {summary[i][str(k)]['std']:.4f}" if str(k) in summary[i] else "-"
+            f"{summary[i][str(k)]['mean']:.4f} +/- {summary[i][str(k)]['std']:.4f}" if str(k) in summary[i] else "-"
             for k in cfg["ks"]] for i in summary if summary[i]])
         table = curve_table(results["pretrain"])
         if len(table) > 2:
@@ -455,5 +455,5 @@ def write_suite_report(out: str | Path, name: str, tracks: dict[str, dict], seco
             lines += table
         lines += ["", f"![Dice vs k]({track}/dice_vs_k.png)", ""]
     path = Path(out) / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

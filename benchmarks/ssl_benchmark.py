@@ -438,7 +438,8 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
     t_start, env = time.time(), report.environment()
     amp = cfg["amp"] and device.type == "cuda"
     out.mkdir(parents=True, exist_ok=True)
-    pool, task, info = load_pool_and_task(json.loads((data_dir / "datalist.json").read_text()), data_dir, cfg)
+    datalist = json.loads((data_dir / "datalist.json").read_text(encoding="utf-8"))
+    pool, task, info = load_pool_and_task(datalist, data_dir, cfg)
     names = sorted({n.split("[")[0] for n, _ in pool})
     log(f"data ({cfg['profile']}): pool {len(pool)} images from {names}, split {task['split']}")
     val_images, val_note = curve_images(cfg, pool, task)
@@ -478,8 +479,8 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
         report.write_json(out / "results.json", results)  # partial results after every seed
     path = report.finish(out, results, t_start)
     if results.get("probes"):  # the probes' tables after the fine-tuning report
-        path.write_text(path.read_text() + "\n" + "\n".join(_probes.probe_report_lines(results["probes"],
-                                                                                     cfg["ks"])) + "\n")
+        tables = "\n".join(_probes.probe_report_lines(results["probes"], cfg["ks"]))
+        path.write_text(path.read_text(encoding="utf-8") + "\n" + tables + "\n", encoding="utf-8")
     log(f"{cfg['profile']} done in {results['timings']['total_seconds']:.0f} s; report: {path}")
     return path
 
@@ -506,13 +507,13 @@ def main(argv=None) -> int:
     paths = {track: run_profile(cfg, data_dir, out / track if track else out, device, log)
              for track, cfg in configs.items()}
     if args.profile in SUITES:
-        results = {t: json.loads((p.parent / "results.json").read_text()) for t, p in paths.items()}
+        results = {t: json.loads((p.parent / "results.json").read_text(encoding="utf-8")) for t, p in paths.items()}
         path = report.write_suite_report(out, args.profile, results, time.time() - t_start)
     else:
         path = paths[""]
     log(f"done in {time.time() - t_start:.0f} s; report: {path}")
     if not args.quiet:
-        print(path.read_text())
+        print(path.read_text(encoding="utf-8"))
     return 0
 
 

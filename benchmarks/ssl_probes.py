@@ -147,7 +147,7 @@ def probe_report_lines(records: dict[str, list[dict]], ks: Sequence[int], ref: s
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for init, rows in table.items():
         for probe, cells in rows.items():
-            lines.append("| " + " | ".join([init, probe] + [f"{cells[k]['mean']:.4f} ± {cells[k]['std']:.4f} "
+            lines.append("| " + " | ".join([init, probe] + [f"{cells[k]['mean']:.4f} +/- {cells[k]['std']:.4f} "
                                                             f"(n={cells[k]['n']})" if k in cells else "-" for k in ks])
                          + " |")
     for other, rows in comps.items():

@@ -108,9 +108,9 @@ def test_nothing_imports_the_nnunet_extra():
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     fake = tmp_path / "monai_cover"
     (fake / "losses").mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "losses" / "__init__.py").write_text("")
-    (fake / "losses" / "bad.py").write_text("def f():\n    from ..handlers import metrics\n")
+    (fake / "__init__.py").write_text("", encoding="utf-8")
+    (fake / "losses" / "__init__.py").write_text("", encoding="utf-8")
+    (fake / "losses" / "bad.py").write_text("def f():\n    from ..handlers import metrics\n", encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert any("handlers" in v and "layer 1" in v for v in _violations())
 
@@ -137,5 +137,5 @@ _BLOCK_IGNITE = textwrap.dedent(
 def test_core_imports_without_ignite(module):
     code = _BLOCK_IGNITE + f"import {module}\nassert 'ignite' not in sys.modules\nprint('ok')\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(PACKAGE.parent),
-                          timeout=300)
+                          timeout=300, encoding="utf-8", errors="replace")
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -142,7 +142,7 @@ def fetch_pycortex(out: Path, tmp: Path) -> list[dict]:
            "-d", str(dest)]
     print("  running:", " ".join(cmd), flush=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, encoding="utf-8", errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SkipSource(f"pip download failed: {exc}") from exc
     sdists = sorted(dest.glob("pycortex-1.4.0*.tar.gz"))
@@ -170,7 +170,8 @@ def _debian_file(package: str, relative: str, tmp: Path) -> Path:
     work = tmp / package
     work.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True, timeout=600,
+                              encoding="utf-8", errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SkipSource(f"apt-get download {package} failed: {exc}") from exc
     debs = sorted(work.glob(f"{package}_*.deb"))
@@ -277,10 +278,10 @@ def fetch(out: str | os.PathLike, sources=ALL_SOURCES, mni_resolution: int = 1, 
         "label_names": {r["name"]: r["label_names"] for r in records if "label_names" in r},
         "sources": {r["name"]: {"source": r["source"], "licence": r["licence"]} for r in records},
     }
-    with open(out / "datalist.json", "w") as f:
+    with open(out / "datalist.json", "w", encoding="utf-8") as f:
         json.dump(datalist, f, indent=2)
     summary = {"records": records, "skipped": skipped}
-    with open(out / "fetch_summary.json", "w") as f:
+    with open(out / "fetch_summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     if verbose:
         print_summary(summary, out)

@@ -66,5 +66,5 @@ def _write_merged_train(src: Path, dst: Path, config_files: Sequence[str | os.Pa
     out = dst / "configs"
     shutil.copy2(train, out / "train_override.json")
     tmp = out / f".train.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(merged, indent=4) + "\n")
+    tmp.write_text(json.dumps(merged, indent=4) + "\n", encoding="utf-8")
     os.replace(tmp, out / "train.json")

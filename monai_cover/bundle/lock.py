@@ -168,7 +168,7 @@ def _acquire_pidfile(output_dir: Path, path: Path) -> OutputDirLock:
             fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8")
             except OSError:
                 continue
             holder = _read_info(text)
@@ -181,7 +181,7 @@ def _acquire_pidfile(output_dir: Path, path: Path) -> OutputDirLock:
                 lock.took_over = holder
                 return lock
             raise OutputDirLockedError(_locked_message(output_dir, holder, path)) from None
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f)
         return OutputDirLock(path, owned=True, info=info)
     raise OutputDirLockedError(_locked_message(output_dir, {}, path))

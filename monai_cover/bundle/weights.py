@@ -52,7 +52,7 @@ def load_backbone_weights(
             "mismatched": {k: [list(a), list(b)] for k, (a, b) in report.mismatched.items()},
             "excluded": report.excluded,
         }
-        with open(report_file, "w") as f:
+        with open(report_file, "w", encoding="utf-8") as f:
             json.dump(content, f, indent=2)
     if require_all and (report.missing or report.mismatched or report.unexpected):
         details = f" Every key is listed in {report_file}." if report_file is not None else ""

@@ -51,6 +51,6 @@ def write_class_names(names: Sequence[str], folder: str | os.PathLike) -> str:
     segmentations, so their values can be read; returns the path."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(str(folder), "classes.json")
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump({str(i): str(n) for i, n in enumerate(names)}, f, indent=1)
     return path

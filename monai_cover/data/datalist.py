@@ -190,7 +190,7 @@ def _held_out_note(out: dict, val_fraction: float) -> str:
 def _load_json_datalist(path: Path, val_fraction: float) -> dict:
     from monai.data import load_decathlon_datalist
 
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         content = json.load(f)
     if "training" not in content:
         raise DatalistError(f"datalist {str(path)!r} has no 'training' list (keys: {sorted(content)}).")
@@ -357,7 +357,7 @@ def inference_datalist(
         (root / n).is_file() for n in _DATALIST_NAMES
     ):
         path = root if root.is_file() else next(root / n for n in _DATALIST_NAMES if (root / n).is_file())
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             content = json.load(f)
         from monai.data import load_decathlon_datalist
 

@@ -290,7 +290,7 @@ class DataReport:
         paths = (out / REPORT_JSON, out / REPORT_MD)
         for path, text in zip(paths, (json.dumps(self.to_dict(), indent=1, default=_json_default), self.to_markdown())):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
         return paths
 
@@ -595,7 +595,7 @@ def _load_previous(output_dir: str | os.PathLike | None, fingerprint: Mapping) -
         return {}
     path = Path(output_dir) / REPORT_JSON
     try:
-        previous = json.loads(path.read_text())
+        previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if previous.get("facts_version") != _FACTS_VERSION or _fingerprint(previous.get("settings", {})) != dict(

@@ -108,7 +108,7 @@ class ClassMetricsHandler:
             os.makedirs(self.save_dir, exist_ok=True)
             path = os.path.join(self.save_dir, f"{self.metric_name}_per_class.csv")
             files = self._files + [f"case{i}" for i in range(len(self._files), len(values))]
-            with open(path, "w", newline="") as f:
+            with open(path, "w", encoding="utf-8", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["filename", *names])
                 for name, row in zip(files, values):

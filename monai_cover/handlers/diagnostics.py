@@ -168,7 +168,7 @@ class GradientShareHandler:
         self.history.append(record)
         if self.filename is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
-            with open(self.filename, "a") as f:
+            with open(self.filename, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         logger = logging.getLogger(self.logger_name) if self.logger_name else engine.logger
         for outer, inner in record["shares"].items():

@@ -30,7 +30,7 @@ def read_loss_summary(path: str | os.PathLike) -> list[dict]:
     rows: list[dict] = []
     if not os.path.isfile(path):
         return rows
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     try:
         start = lines.index(_HEADER) + 1
@@ -136,6 +136,6 @@ class LossSummaryHandler:
         folder = os.path.dirname(os.path.abspath(self.filename))
         os.makedirs(folder, exist_ok=True)
         tmp = f"{self.filename}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write("\n".join(self.summary_lines()) + "\n")
         os.replace(tmp, self.filename)

@@ -49,5 +49,5 @@ def write_demo_dataset(raw_root: str | os.PathLike, cases: int = 5, seed: int = 
         nib.save(nib.Nifti1Image(label, affine), str(folder / "labelsTr" / f"case_{i:03d}.nii.gz"))
     meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "sphere": 1}, "numTraining": int(cases),
             "file_ending": ".nii.gz"}
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     return folder

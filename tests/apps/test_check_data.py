@@ -22,13 +22,14 @@ def test_check_data_command(tmp_path, capsys):
     proc = subprocess.run(
         [sys.executable, "-m", "monai_cover.apps.check_data", str(data), "--output_dir", str(out)],
         cwd=str(REPO), env=subprocess_env(), capture_output=True, text=True, timeout=600,
+            encoding="utf-8", errors="replace",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[0] == "4 of 6 data item(s) cannot be trained on (--on_bad_file error):"
     for name in ("truncated.nii.gz", "nan.nii.gz", "flat2d.nii.gz", "tiny.nii.gz"):
         assert name in proc.stderr
     assert "data check | ignored             " in proc.stdout and "photo.png" in proc.stdout
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["bad"] == 4 and (out / "data_report.md").is_file()
     # skip: exit status 0, the last line of the table is the summary
     assert main([str(data), "--output_dir", str(out), "--on_bad_file", "skip", "--patch_size", "[8,8,8]"]) == 0
@@ -56,7 +57,7 @@ def test_check_data_2d(tmp_path, capsys):
     assert main([str(data), "--output_dir", str(out), "--spatial_dims", "2"]) == 1
     assert "vol.nii.gz: volume_among_images" in capsys.readouterr().err
     assert main([str(data), "--output_dir", str(out), "--spatial_dims", "2", "--slice_volumes", "always"]) == 0
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     notes = {it["name"]: [n["code"] for n in it["notes"]] for it in report["items"]}
     assert notes == {"p0.png": [], "p1.png": [], "rgb.png": ["to_gray"], "vol.nii.gz": ["sliced"]}
 
@@ -82,7 +83,7 @@ def test_label_values_the_whole_picture(tmp_path):
     nib.save(nib.Nifti1Image(regions[:20], np.eye(4)), str(tmp_path / "lab0.nii.gz"))  # other grid too
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": "img0.nii.gz", "label": "lab0.nii.gz"},
-                                                 {"image": "img1.nii.gz", "label": "lab1.nii.gz"}]}))
+                                                 {"image": "img1.nii.gz", "label": "lab1.nii.gz"}]}), encoding="utf-8")
     common = [str(datalist), "--labels", "--val_fraction", "0", "--patch_size", "[16,16,16]", "--spacing",
               "[1,1,1]", "--output_dir", str(tmp_path / "report")]  # fmt: skip
 
@@ -133,7 +134,7 @@ def test_a_dicom_series_folder_given_directly_is_one_volume(tmp_path):
     proc = _run_check_data(str(series), "--val_fraction", "0", "--output_dir", str(tmp_path / "report"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "data check | found 1, training on 1" in proc.stdout
-    report = json.loads((tmp_path / "report" / "data_report.json").read_text())
+    report = json.loads((tmp_path / "report" / "data_report.json").read_text(encoding="utf-8"))
     files = report["items"][0]["files"]["image"]
     assert files["path"] == str(series) and files["spatial_shape"] == [40, 36, 34]
 
@@ -156,11 +157,11 @@ def test_the_report_says_which_scaling_each_file_gets(tmp_path):
     nib.save(nib.Nifti1Image(mr, np.diag([2.0, 2.0, 2.0, 1.0])), str(data / "mr.nii.gz"))
     proc = _run_check_data(str(data), "--val_fraction", "0", "--output_dir", str(tmp_path / "report"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    report = json.loads((tmp_path / "report" / "data_report.json").read_text())
+    report = json.loads((tmp_path / "report" / "data_report.json").read_text(encoding="utf-8"))
     scaling = {Path(it["files"]["image"]["path"]).name: it["files"]["image"]["scaling"] for it in report["items"]}
     assert scaling["ct.nii.gz"].startswith("CT HU window (no modality; -1024..1476 looks like HU)")
     assert scaling["mr.nii.gz"].startswith("percentiles (no modality; ")
-    assert "| CT HU window (no modality;" in (tmp_path / "report" / "data_report.md").read_text()
+    assert "| CT HU window (no modality;" in (tmp_path / "report" / "data_report.md").read_text(encoding="utf-8")
 
     scale = ScaleIntensityByModalityd("image", mode="auto", hu_window=(-1000.0, 1000.0))
     out = scale({"image": torch.from_numpy(ct)[None], "modality": "unknown"})["image"]

@@ -24,7 +24,7 @@ class TestMakeViews(unittest.TestCase):
             env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
             proc = subprocess.run(
                 [sys.executable, "-m", "monai_cover.apps.make_views", "--out", out_dir, "--seed", "3", *extra],
-                capture_output=True, text=True, env=env, timeout=240, cwd=tmp,
+                capture_output=True, text=True, env=env, timeout=240, cwd=tmp, encoding="utf-8", errors="replace",
             )  # fmt: skip
             self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
             self.assertIn("overlap fraction", proc.stdout)

@@ -22,10 +22,11 @@ def _run(tmp_path: Path, *flags: str) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--size", "16", "--steps", "1", "--warmup", "0",
                            "--channels", "8,16,32,64,128", "--threads", "1", "--reference", "--json", str(out),
-                           *flags], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+                           *flags], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600,
+                               encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "speed-up reference / ours:" in proc.stdout
-    return json.loads(out.read_text())
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("flags, tolerance", [((), 1e-5), (("--amp", "bf16", "--channels-last"), 1e-3)])

@@ -21,9 +21,10 @@ def test_routes_change_speed_not_result(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--size", "16", "--steps", "1", "--threads", "1",
                            "--keep-freed-memory", "--json", str(out)],
-                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600,
+                              encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    r = json.loads(out.read_text(encoding="utf-8"))
     assert r["keep_freed_memory"] is sys.platform.startswith("linux")
     routes = r["routes"]
     assert set(routes) == {"all routes on", "mov loop", "warp one call", "warp then project",

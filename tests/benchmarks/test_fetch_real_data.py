@@ -72,7 +72,7 @@ class TestFetch(unittest.TestCase):
             summary = fetch_real_data.fetch(tmp, ["nilearn", "slicerio", "nibabel"], mni_resolution=2, verbose=False)
             names = [r["name"] for r in summary["records"]]
             self.assertEqual(names, ["mni152_t1", "chest_ct", "nibabel_anatomical_t1", "nibabel_epi_frame0"])
-            datalist = json.loads((Path(tmp) / "datalist.json").read_text())
+            datalist = json.loads((Path(tmp) / "datalist.json").read_text(encoding="utf-8"))
             self.assertEqual([it["name"] for it in datalist["validation"]], ["nibabel_anatomical_t1"])
             self.assertEqual([it["name"] for it in datalist["labelled"]], ["mni152_t1", "chest_ct"])
             self.assertEqual(len(datalist["training"]), 3)

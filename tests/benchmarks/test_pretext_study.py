@@ -23,9 +23,10 @@ def test_two_configs_two_steps(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pretext_study.py"), "--track", "2d", "--steps", "2",
            "--evals", "1", "--configs", "paper", "default", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600,
+                          encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [r["name"] for r in results["runs"]] == ["paper", "default"]
     paper, default = results["runs"]
     assert paper["levels"] == 5 and default["levels"] == 4  # 96^2 crops: the coarsest level keeps >= 8 pixels
@@ -35,6 +36,6 @@ def test_two_configs_two_steps(tmp_path):
             assert 0 < point["epe_ratio"] < 3 and 0 <= point["nn_corr"] <= 1
             assert 1 <= point["rank"] <= 32 and -1 <= point["cosine"] <= 1
         assert len(run["losses"]) == 2 and all(math.isfinite(v) for v in run["losses"])
-    table = (out / "report.md").read_text()
+    table = (out / "report.md").read_text(encoding="utf-8")
     assert "| paper | 5 |" in table and "| default | 4 |" in table
     assert (out / "curves.png").stat().st_size > 10_000

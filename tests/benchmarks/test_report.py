@@ -148,11 +148,11 @@ class TestReportFiles(unittest.TestCase):
         res["comparisons"] = report.comparisons(RUNS, [1, 2])
         res["timings"].update(total_seconds=120.0, cpu_seconds=60.0)
         with tempfile.TemporaryDirectory() as tmp:
-            text = report.write_report(tmp, res).read_text()
+            text = report.write_report(tmp, res).read_text(encoding="utf-8")
         s = res["summary"]["cover"]["1"]
-        self.assertIn(f"| cover | {s['mean']:.4f} ± {s['std']:.4f} (n=4) | 0.4000 ± 0.0000 (n=1) |", text)
-        self.assertIn("| scratch | 0.3333 ± 0.1528 (n=3) | 0.3000 ± 0.0000 (n=1) |", text)
-        self.assertIn("| cover | 2 | 0.7000 ± 0.0000 | 0.3000 ± 0.0000 | 0.2000 ± 0.0000 |", text)
+        self.assertIn(f"| cover | {s['mean']:.4f} +/- {s['std']:.4f} (n=4) | 0.4000 +/- 0.0000 (n=1) |", text)
+        self.assertIn("| scratch | 0.3333 +/- 0.1528 (n=3) | 0.3000 +/- 0.0000 (n=1) |", text)
+        self.assertIn("| cover | 2 | 0.7000 +/- 0.0000 | 0.3000 +/- 0.0000 | 0.2000 +/- 0.0000 |", text)
         self.assertIn("| scratch | 1 | 0.3000 | 0.5000 | 0.2000 | nan |", text)  # per seed; seed 3 missing
         lo, hi = report.bootstrap_ci([0.1, -0.05, 0.2])
         self.assertIn(f"| scratch | +0.0833 [{lo:+.4f}, {hi:+.4f}] (2/3) | +0.1000 [+0.1000, +0.1000] (1/1) | "
@@ -174,7 +174,7 @@ class TestReportFiles(unittest.TestCase):
             self.assertEqual(res["timings"]["pretrain_seconds"], {"cover": 2.0})
             self.assertEqual(res["timings"]["finetune_seconds"], 1.5 * len(RUNS))
             self.assertGreaterEqual(res["timings"]["total_seconds"], 5.0)
-            saved = json.loads((Path(tmp) / "results.json").read_text())
+            saved = json.loads((Path(tmp) / "results.json").read_text(encoding="utf-8"))
             self.assertEqual(saved["summary"]["cover"]["2"]["n"], 1)
             if HAS_MPL:
                 self.assertEqual(saved["plots"], ["dice_vs_k.png", "pretrain_loss.png"])

@@ -257,12 +257,13 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         start = time.time()
         cls.proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke-suite", "--out", str(cls.out), "--quiet"],
-                                  cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+                                  cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600,
+                                      encoding="utf-8", errors="replace")
         cls.seconds = time.time() - start
         cls.results, cls.results_2d = None, None
         if cls.proc.returncode == 0 and (cls.out / "3d" / "results.json").exists():
-            cls.results = json.loads((cls.out / "3d" / "results.json").read_text())
-            cls.results_2d = json.loads((cls.out / "2d" / "results.json").read_text())
+            cls.results = json.loads((cls.out / "3d" / "results.json").read_text(encoding="utf-8"))
+            cls.results_2d = json.loads((cls.out / "2d" / "results.json").read_text(encoding="utf-8"))
 
     @classmethod
     def tearDownClass(cls):
@@ -342,7 +343,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
 
     def test_report_files(self):
         self._results()
-        report = (self.out / "3d" / "report.md").read_text()
+        report = (self.out / "3d" / "report.md").read_text(encoding="utf-8")
         for text in ("Mean Dice", "| init |", "Over-dispersion", "intra cos", "eff. rank", "Limitations", "k=1",
                      "SupervisedTrainer", "loader_transforms"):
             self.assertIn(text, report)
@@ -391,14 +392,14 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
             self.assertTrue(split["train"][0] <= run["patches"][0][2] + split["train"][0] < split["train"][1])
             self.assertAlmostEqual(run["dice_mean"], sum(run["dice"].values()) / 3, places=6)
             self.assertTrue(all(0.0 <= v <= 1.0 for v in run["dice"].values()))
-        text = (self.out / "2d" / "report.md").read_text()
+        text = (self.out / "2d" / "report.md").read_text(encoding="utf-8")
         self.assertIn("benchmark (2D)", text)
         self.assertIn("held-out slices (upper half of the brain)", text)
         self.assertIn("split by slice position", text)
 
     def test_suite_report(self):
         self._results()
-        text = (self.out / "report.md").read_text()
+        text = (self.out / "report.md").read_text(encoding="utf-8")
         for track in ("2d", "3d"):
             self.assertIn(f"## Track {track}", text)
             self.assertIn(f"({track}/report.md)", text)

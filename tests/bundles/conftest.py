@@ -52,7 +52,7 @@ def small_tmpfs(folder: Path, size: str):
     the test where mounting is not allowed; unmounts lazily (a failed writer may still hold a handle)."""
     folder.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
-                          text=True)  # fmt: skip
+                          text=True, encoding="utf-8", errors="replace")  # fmt: skip
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -78,7 +78,7 @@ def run_cmd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
+        timeout=timeout, encoding="utf-8", errors="replace",
     )
 
 
@@ -116,8 +116,9 @@ def run_until_checkpoint(
     env = subprocess_env()
     env["PYTHONUNBUFFERED"] = "1"  # nothing left in a buffer when the process is killed
     deadline = time.monotonic() + timeout
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=str(cwd), env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(args, cwd=str(cwd), env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                encoding="utf-8", errors="replace")
         try:
             while proc.poll() is None and not _is_zip(path) and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -128,7 +129,7 @@ def run_until_checkpoint(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return subprocess.CompletedProcess(args, proc.returncode, stdout=log.read_text())
+    return subprocess.CompletedProcess(args, proc.returncode, stdout=log.read_text(encoding="utf-8"))
 
 
 def _is_zip(path: Path) -> bool:
@@ -201,7 +202,7 @@ def write_bad_files(folder: Path, good: Path) -> dict[str, Path]:
     tiny = rng.random((10, 10, 10)).astype(np.float32)
     nib.save(nib.Nifti1Image(tiny, np.diag([2.0, 2.0, 2.0, 1.0])), str(paths["tiny"]))
     Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(paths["png"])
-    paths["txt"].write_text("scan notes\n")
+    paths["txt"].write_text("scan notes\n", encoding="utf-8")
     return paths
 
 
@@ -222,7 +223,7 @@ def write_stale_lock(output_dir: Path) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     pid = dead_pid()
     info = {"pid": pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00", "command": "killed"}
-    (output_dir / LOCK_NAME).write_text(json.dumps(info))
+    (output_dir / LOCK_NAME).write_text(json.dumps(info), encoding="utf-8")
     return pid
 
 

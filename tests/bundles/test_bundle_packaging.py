@@ -42,6 +42,7 @@ def wheel(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", str(src), "-w",
          str(work / "dist")], capture_output=True, text=True, timeout=600, env=subprocess_env(),
+             encoding="utf-8", errors="replace",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (found,) = (work / "dist").glob("monai_cover-*.whl")
@@ -68,7 +69,7 @@ def test_installed_package_finds_and_parses_its_bundles(wheel):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "--prefix",
          str(prefix), str(path)],
-        capture_output=True, text=True, timeout=600, env=subprocess_env(),
+        capture_output=True, text=True, timeout=600, env=subprocess_env(), encoding="utf-8", errors="replace",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     purelib = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
@@ -90,7 +91,7 @@ def test_installed_package_finds_and_parses_its_bundles(wheel):
         "print(sum(isinstance(m, torch.nn.Conv2d) for m in net2d.modules()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(work), env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+                          timeout=600, encoding="utf-8", errors="replace")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     module, pretrain, finetune, net, convs_2d = proc.stdout.strip().splitlines()[-5:]
     assert module.startswith(purelib)  # not the repository's package
@@ -99,5 +100,5 @@ def test_installed_package_finds_and_parses_its_bundles(wheel):
     assert net == "BasicUNet"
     assert int(convs_2d) > 10  # the installed 2-D override over the installed 3-D base builds a 2-D BasicUNet
     proc = subprocess.run([sys.executable, "-m", "monai_cover.bundle", "path", "cover_finetune_3d"], cwd=str(work),
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+                          env=env, capture_output=True, timeout=600, encoding="utf-8", errors="replace")  # fmt: skip
     assert proc.returncode == 0 and Path(proc.stdout.strip()) == share / "cover_finetune_3d", proc.stderr

@@ -125,11 +125,11 @@ def test_png_folder_pretrain_killed_and_resumed(png_run):
     assert {"train_loss", "learning_rate", "val_epe_ratio", "val_feature_rank"} <= set(events.Tags()["scalars"])
     assert {"val_images/view_a", "val_images/ddf_pred_magnitude"} <= set(events.Tags()["images"])
     # the output is a bundle on its own: configs/train.json is the 3-D base merged with the 2-D override
-    merged = json.loads((out / "configs" / "train.json").read_text())
+    merged = json.loads((out / "configs" / "train.json").read_text(encoding="utf-8"))
     assert merged["network_def"]["spatial_dims"] == 2 and merged["patch_size"] == [96, 96]
     assert merged["override_checks"]["slice_volumes"] == ["auto", "always", "never"] and "epochs" in merged
-    override = (PRETRAIN_2D / "configs" / "train.json").read_text()
-    assert (out / "configs" / "train_override.json").read_text() == override
+    override = (PRETRAIN_2D / "configs" / "train.json").read_text(encoding="utf-8")
+    assert (out / "configs" / "train_override.json").read_text(encoding="utf-8") == override
     from monai.bundle import ConfigParser
 
     alone = ConfigParser()
@@ -139,7 +139,7 @@ def test_png_folder_pretrain_killed_and_resumed(png_run):
         torch.load(out / "models" / "model.pt", weights_only=True)
     )
     # the RGB picture is converted to grey, and said so; the split is the last fifth
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["found"] == 5 and report["counts"]["training"] == 4 and report["counts"]["validation"] == 1
     colour = next(it for it in report["items"] if it["name"] == "zz_colour.png")
     assert colour["status"] == "ok" and [n["code"] for n in colour["notes"]] == ["to_gray"]
@@ -156,7 +156,7 @@ def test_dicom_radiographs_pretrain(tmp_path):
     out = tmp_path / "out"
     proc = bundle_run(PRE_CONFIGS, PRETRAIN_2D, out, *TINY_2D, "--dataset_dir", str(data), "--epochs", "1")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["training"] == 1 and report["counts"]["validation"] == 1
     for it in report["items"]:
         assert it["files"]["image"]["reader"] == "SimpleITKReader(nifti=False)"
@@ -212,7 +212,7 @@ def test_slices_of_a_nifti_folder_pretrain(tmp_path):
     proc = bundle_run(PRE_CONFIGS, PRETRAIN_2D, out, *TINY_2D, "--dataset_dir", str(data), "--epochs", "1",
                       "--slice_axis", "1", "--min_slice_foreground", "0.1")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:]
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["training"] == 2 and report["counts"]["validation"] == 1
     for it in report["items"]:
         assert [n["code"] for n in it["notes"] if n["code"] != "margin_padded"] == ["sliced"]
@@ -232,7 +232,7 @@ def test_2d_baseline_methods(method, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:]
     _tiny_unet_2d().load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))  # strict keys
     rows = read_loss_summary(out / "loss_summary.txt")
-    assert [r["epoch"] for r in rows] == [1] and method in (out / "loss_summary.txt").read_text()
+    assert [r["epoch"] for r in rows] == [1] and method in (out / "loss_summary.txt").read_text(encoding="utf-8")
     ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert any(k.startswith("loss.") for k in ckpt["model"]), "the loss's heads are not checkpointed"
 
@@ -256,7 +256,7 @@ def test_embedded_2d_demo(tmp_path):
     out = tmp_path / "out"
     proc = bundle_run(PRE_CONFIGS, PRETRAIN_2D, out, *TINY_2D, "--epochs", "1")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["training"] == 4 and report["counts"]["validation"] == 2 and report["counts"]["bad"] == 0
     readers = {it["name"]: it["files"]["image"]["reader"] for it in report["items"]}
     assert readers["chest_cr"] == readers["extremity_cr"] == "SimpleITKReader(nifti=False)"
@@ -290,14 +290,14 @@ def test_finetune_from_2d_weights_then_evaluate_and_infer(png_run, tmp_path):
     data = tmp_path / "pairs"
     datalist = {"training": _write_pairs(data, 4, 0), "validation": _write_pairs(data, 2, 1),
                 "labels": {"0": "background", "1": "rectangle", "2": "disc"}}  # fmt: skip
-    (data / "dataset.json").write_text(json.dumps(datalist))
+    (data / "dataset.json").write_text(json.dumps(datalist), encoding="utf-8")
     out = tmp_path / "cover_finetune_2d"
     tiny = ["--patch_size", "[32,32]", "--features", TINY_FEATURES, "--batch_size", "1", "--num_samples", "2",
             "--num_workers", "0", "--val_interval", "1", "--num_classes", "3", "--dataset_dir", str(data)]  # fmt: skip
     pretrained = png_run["output_dir"]
     proc = bundle_run(FT_CONFIGS, FINETUNE_2D, out, *tiny, "--epochs", "2", "--pretrained_dir", str(pretrained))
     assert proc.returncode == 0, proc.stdout[-4000:]
-    report = json.loads((out / "pretrained_load_report.json").read_text())
+    report = json.loads((out / "pretrained_load_report.json").read_text(encoding="utf-8"))
     assert report["missing"] == [] and report["unexpected"] == [] and report["mismatched"] == {}
     assert sorted(report["excluded"]) == ["final_conv.bias", "final_conv.weight"]
     assert report["num_loaded"] == report["num_network_keys"] - 2
@@ -314,9 +314,9 @@ def test_finetune_from_2d_weights_then_evaluate_and_infer(png_run, tmp_path):
     evaluate = FINETUNE / "configs" / "evaluate.json"
     proc = bundle_run([*FT_CONFIGS, evaluate], FINETUNE_2D, out, *tiny, "--pretrained", "false")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    rows = (out / "eval" / "val_mean_dice_per_class.csv").read_text().splitlines()
+    rows = (out / "eval" / "val_mean_dice_per_class.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "filename,rectangle,disc" and len(rows) == 2 + 1 + 1 and rows[-1].startswith("mean,")
-    assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
+    assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text(encoding="utf-8")
 
     infer_dir = tmp_path / "to_segment"
     infer_dir.mkdir()
@@ -329,7 +329,7 @@ def test_finetune_from_2d_weights_then_evaluate_and_infer(png_run, tmp_path):
         values = np.asarray(seg.dataobj)
         assert values.shape[:2] == (56, 48)  # the picture's own grid (x first, as PIL reads it)
         assert set(np.unique(values)) <= {0, 1, 2}
-    names = json.loads((out / "segmentations" / "classes.json").read_text())
+    names = json.loads((out / "segmentations" / "classes.json").read_text(encoding="utf-8"))
     assert names == {"0": "background", "1": "rectangle", "2": "disc"}
 
 
@@ -353,7 +353,7 @@ def test_2d_metadata_and_networks(tmp_path):
                           **{"_meta_#network_data_format#outputs#pred#num_channels": tiny[-1]})  # fmt: skip
         verify_net_in_out(net_id="network_def", meta_file=str(FINETUNE_2D / "configs" / "metadata.json"),
                           config_file=[str(c) for c in FT_CONFIGS], device="cpu", n=2, features=tiny)  # fmt: skip
-    meta = json.loads((PRETRAIN_2D / "configs" / "metadata.json").read_text())
+    meta = json.loads((PRETRAIN_2D / "configs" / "metadata.json").read_text(encoding="utf-8"))
     # model-zoo's verify_net_in_out uses n=1: 32 pixels keep two at BasicUNet's bottleneck (16 would leave one,
     # which instance norm refuses)
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == ["32*n", "32*n"]
@@ -362,15 +362,15 @@ def test_2d_metadata_and_networks(tmp_path):
 
 @pytest.mark.parametrize("bundle", [PRETRAIN_2D, FINETUNE_2D])
 def test_every_2d_override_is_documented(bundle):
-    readme = (bundle / "docs" / "README.md").read_text()
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     for config in sorted((bundle / "configs").glob("*.json")):
         if config.name == "metadata.json":
             continue
-        for key in json.loads(config.read_text()):
+        for key in json.loads(config.read_text(encoding="utf-8")):
             plain = key.lstrip("+")
             found = f"`{plain}`" in readme or f"`{plain.split('#')[0]}`" in readme
             assert found, f"{bundle.name}/docs/README.md lacks `{key}` ({config.name})"
-        for key, spec in json.loads(config.read_text()).get("+override_checks", {}).items():
+        for key, spec in json.loads(config.read_text(encoding="utf-8")).get("+override_checks", {}).items():
             for value in spec if isinstance(spec, list) else []:
                 assert f"`{value}`" in readme or not value, f"`{key}` value `{value}` not in the README"
 

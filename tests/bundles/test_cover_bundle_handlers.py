@@ -39,7 +39,7 @@ def test_loss_summary_rows_and_resume(tmp_path):
         (2, 3, 2.0, 1.5, 1.0),
     ]
     assert rows[0]["mean"] == pytest.approx(2.5)
-    assert "mean loss epoch 1: 2.5 -> epoch 2: 1.5 (-40.0%)" in path.read_text()
+    assert "mean loss epoch 1: 2.5 -> epoch 2: 1.5 (-40.0%)" in path.read_text(encoding="utf-8")
     # a resumed run (state restored to epoch 1 before the first epoch starts) keeps epoch 1, redoes epoch 2
     engine = _loss_engine([[0.5, 0.5, 0.5]])
     LossSummaryHandler(path).attach(engine)

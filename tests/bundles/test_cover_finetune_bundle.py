@@ -43,7 +43,7 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     proc = bundle_run([CONFIG], FINETUNE, out, *TINY_FINETUNE, "--pretrained_dir", str(pretrain_run["output_dir"]))
     assert proc.returncode == 0, proc.stdout[-4000:]
 
-    report = json.loads((out / "pretrained_load_report.json").read_text())
+    report = json.loads((out / "pretrained_load_report.json").read_text(encoding="utf-8"))
     assert report["source"].endswith("model.pt")
     assert report["missing"] == [] and report["unexpected"] == [] and report["mismatched"] == {}
     assert sorted(report["excluded"]) == ["final_conv.bias", "final_conv.weight"]
@@ -65,9 +65,9 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     proc = bundle_run([CONFIG, evaluate], FINETUNE, out, *TINY_FINETUNE, "--pretrained", "false")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert (out / "eval" / "metrics.csv").is_file()
-    assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
+    assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text(encoding="utf-8")
     # per class, under the class names (the demo's segment names), not class0..class6
-    rows = (out / "eval" / "val_mean_dice_per_class.csv").read_text().splitlines()
+    rows = (out / "eval" / "val_mean_dice_per_class.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == ("filename,ribs,cervical vertebral column,thoracic vertebral column,lumbar vertebral column,"
                        "right lung,left lung,tissue")  # fmt: skip
     assert rows[1].startswith(str(_chest_ct())) and rows[-1].startswith("mean,")
@@ -79,7 +79,7 @@ def test_finetune_from_pretrained_then_evaluate(pretrain_run, tmp_path):
     proc = bundle_run([infer], FINETUNE, out)
     assert proc.returncode == 0, proc.stdout[-4000:]
     _assert_segmentation(out / "segmentations" / "CTChest4_seg.nii.gz", _chest_ct())
-    names = json.loads((out / "segmentations" / "classes.json").read_text())
+    names = json.loads((out / "segmentations" / "classes.json").read_text(encoding="utf-8"))
     assert names["0"] == "background" and names["5"] == "right lung" and len(names) == 8
 
 
@@ -125,8 +125,9 @@ def test_finetune_refuses_incomplete_pretrained_weights(pretrain_run, tmp_path):
 
 def test_finetune_metadata_and_net_in_out():
     verify_net("network_def", META, CONFIG, features=json.loads(TINY_FEATURES))
-    meta = json.loads(META.read_text())
+    meta = json.loads(META.read_text(encoding="utf-8"))
     assert (
-        meta["network_data_format"]["outputs"]["pred"]["num_channels"] == json.loads(CONFIG.read_text())["num_classes"]
+        meta["network_data_format"]["outputs"]["pred"]["num_channels"]
+        == json.loads(CONFIG.read_text(encoding="utf-8"))["num_classes"]
     )
     assert "monai_cover" in meta["required_packages_version"]

@@ -48,7 +48,7 @@ def test_pretrain_backbone_and_load_into_stock_network(backbone, data, tmp_path)
     assert not report.missing and not report.mismatched
     for k in report.loaded:
         assert torch.equal(net.state_dict()[k], saved[k]), k
-    summary = (out / "loss_summary.txt").read_text()
+    summary = (out / "loss_summary.txt").read_text(encoding="utf-8")
     assert "nan" not in summary.lower()
 
 

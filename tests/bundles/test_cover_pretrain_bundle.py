@@ -61,7 +61,7 @@ def test_killed_run_resumes_from_last_checkpoint(pretrain_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"checkpoint_epoch={epochs}.pt"]
     # the killed run's lock (its pid no longer runs) was taken over, with a warning naming it
     assert re.search(r"took over the lock left by a run that is no longer running \(pid \d+", second.stdout)
-    assert (out / ".monai_cover.lock").read_text() == ""  # released at the end
+    assert (out / ".monai_cover.lock").read_text(encoding="utf-8") == ""  # released at the end
     ckpt = torch.load(out / "checkpoints" / f"checkpoint_epoch={epochs}.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng"}  # rng: the random states
     # ignite keeps no epoch counter: the iterations are those of all the epochs so far
@@ -91,9 +91,9 @@ def test_outputs_and_model_pt_is_a_basicunet_state_dict(pretrain_run):
 
     beside = load_file(str(out / "models" / "model.safetensors"))  # the same weights, for hubs that do not unpickle
     assert beside.keys() == state.keys() and all(torch.equal(beside[k], state[k]) for k in state)
-    text = (out / "loss_summary.txt").read_text()
+    text = (out / "loss_summary.txt").read_text(encoding="utf-8")
     assert "epoch\titerations\tfirst\tlast\tmin\tmean" in text and "mean loss epoch 1" in text
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"] == {"found": 3, "training": 2, "validation": 1, "testing": 0, "skipped": 0, "bad": 0,
                                 "ignored": 0}  # fmt: skip
     assert report["dataset"]["type"] == "cache" and (out / "data_report.md").is_file()
@@ -161,7 +161,8 @@ def test_config_workflow_on_embedded_demo(tmp_path):
     assert (out / "models" / "model.pt").is_file() and (out / "loss_summary.txt").is_file()
     assert len(read_loss_summary(out / "loss_summary.txt")) == 1
     assert list((out / "cache" / "persistent").glob("*.pt")), "PersistentDataset cache not written"
-    report = json.loads((out / "data_report.json").read_text())  # the pre-flight check ran on the demo's 4 volumes
+    # the pre-flight check ran on the demo's 4 volumes
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["summary"] == "found 4, training on 3, validating on 1, skipped 0"
     assert report["dataset"]["type"] == "persistent" and "--dataset_type persistent" in report["dataset"]["reason"]
     readers = {Path(it["files"]["image"]["path"]).name: it["files"]["image"]["reader"] for it in report["items"]}
@@ -182,7 +183,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert proc.stdout.count("command-line overrides: ") == 2
     assert proc.stdout.count(f"output_dir {out.resolve()} locked for this run") == 1
     assert proc.stdout.count("data check | found 4, training on 3, validating on 1, skipped 0") == 1
-    assert json.loads((out / "data_report.json").read_text())["counts"]["training"] == 3
+    assert json.loads((out / "data_report.json").read_text(encoding="utf-8"))["counts"]["training"] == 3
     assert (out / "models" / "model.pt").is_file()
     # rank-0-only handlers: one process wrote TensorBoard events
     pids = {p.name.split(".")[-2] for p in (out / "logs").glob("events.out.tfevents.*")}
@@ -212,10 +213,10 @@ def test_torchrun_two_nodes_c10d(tmp_path):
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
                     "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
                     "--rdzv_id=monai_cover_test", "--max_restarts=0"]
-        logs.append(open(tmp_path / f"node{node}.log", "w"))
+        logs.append(open(tmp_path / f"node{node}.log", "w", encoding="utf-8"))
         procs.append(subprocess.Popen(bundle_args(multi, PRETRAIN, out, *overrides, launcher=launcher),
                                       cwd=str(tmp_path), env=subprocess_env(), stdout=logs[-1],
-                                      stderr=subprocess.STDOUT, text=True))
+                                      stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace"))
     try:
         codes = [p.wait(timeout=300) for p in procs]
     finally:
@@ -223,7 +224,7 @@ def test_torchrun_two_nodes_c10d(tmp_path):
             if p.poll() is None:
                 p.kill()
             log.close()
-    text = [(tmp_path / f"node{node}.log").read_text() for node in range(2)]
+    text = [(tmp_path / f"node{node}.log").read_text(encoding="utf-8") for node in range(2)]
     assert codes == [0, 0], "\n----\n".join(t[-3000:] for t in text)
     assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["checkpoint_epoch=1.pt"]
     both = "".join(text)
@@ -244,9 +245,9 @@ def test_verify_metadata_against_shipped_schema(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             verify_metadata(meta_file=str(meta), filepath=str(schema))  # offline: the file exists, no download
-    bad = json.loads(META.read_text())
+    bad = json.loads(META.read_text(encoding="utf-8"))
     bad.pop("network_data_format")
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "bad.json").write_text(json.dumps(bad), encoding="utf-8")
     with pytest.raises(Exception):
         verify_metadata(meta_file=str(tmp_path / "bad.json"), filepath=str(schema))
 
@@ -260,7 +261,7 @@ def test_verify_net_in_out_feature_extractor():
         features=tiny,
         **{"_meta_#network_data_format#outputs#pred#num_channels": tiny[-1]},
     )
-    assert json.loads(META.read_text())["network_data_format"]["outputs"]["pred"]["format"] == "latent"
+    assert json.loads(META.read_text(encoding="utf-8"))["network_data_format"]["outputs"]["pred"]["format"] == "latent"
 
 
 def _strings(node):
@@ -281,7 +282,7 @@ def test_bundle_files_are_complete():
         for rel in ("LICENSE", "configs/metadata.json", "configs/logging.conf", "configs/train.json", "docs/README.md"):
             assert (bundle / rel).is_file(), f"{bundle.name}/{rel}"
         for cfg in (bundle / "configs").glob("*.json"):
-            content = json.loads(cfg.read_text())
+            content = json.loads(cfg.read_text(encoding="utf-8"))
             if cfg.name == "metadata.json":
                 continue
             for text in _strings(content):
@@ -373,7 +374,7 @@ def test_standalone_inference_writes_the_feature_extractors_features(pretrain_ru
     import numpy as np
 
     out = pretrain_run["output_dir"]
-    record = json.loads((out / "models" / "model_settings.json").read_text())
+    record = json.loads((out / "models" / "model_settings.json").read_text(encoding="utf-8"))
     assert record["features"] == json.loads(TINY_FEATURES) and record["backbone"] == "basic_unet"
     scans = sorted((out.parent / "data").glob("*.nii.gz"))[:1]
     assert scans

@@ -108,7 +108,7 @@ def test_method_kwargs_overrides_merge_with_the_defaults():
 
 
 def test_no_method_switches_in_the_config():
-    text = CONFIG.read_text()
+    text = CONFIG.read_text(encoding="utf-8")
     refs = re.findall(r'"([^"]*@method\b[^"]*)"', text)
     # the name goes to build_method / build_method_transform and to method_kwargs; nothing compares it
     assert sorted(refs) == sorted(

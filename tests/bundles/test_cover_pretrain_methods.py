@@ -36,7 +36,7 @@ def test_pretrain_method_override(method, volumes, tmp_path):
     net.load_state_dict(state)  # strict: exactly the stock BasicUNet keys
     rows = read_loss_summary(out / "loss_summary.txt")
     assert [r["epoch"] for r in rows] == [1]
-    assert method in (out / "loss_summary.txt").read_text()
+    assert method in (out / "loss_summary.txt").read_text(encoding="utf-8")
     # validation (DDF end-point error) and the CoverNet file only make sense for COVER
     assert not (out / "models" / "cover_net.pt").exists() and not (out / "models" / "model_best.pt").exists()
     ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)

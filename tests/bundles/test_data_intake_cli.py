@@ -56,7 +56,7 @@ def _error_text(proc) -> str:
 
 
 def _report(out) -> dict:
-    return json.loads((out / "data_report.json").read_text())
+    return json.loads((out / "data_report.json").read_text(encoding="utf-8"))
 
 
 def _item(report: dict, name: str) -> dict:
@@ -78,7 +78,7 @@ def test_truncated_gzip_is_an_error_naming_the_file_before_training(error_run):
     # nibabel (not SimpleITK, which would zero-fill) read it and failed on the missing data
     assert "unreadable: NibabelReader could not read the voxels: EOFError" in line and "truncated or corrupt" in line
     assert _item(_report(out), "truncated.nii.gz")["reasons"][0]["code"] == "unreadable"
-    assert (out / "data_report.md").is_file() and "truncated.nii.gz" in (out / "data_report.md").read_text()
+    assert "truncated.nii.gz" in (out / "data_report.md").read_text(encoding="utf-8")
 
 
 def test_nan_volume_is_an_error_naming_the_file(error_run):
@@ -135,13 +135,13 @@ def test_empty_validation_list_amp_false_and_a_stale_lock(tmp_path):
     data = write_volumes(tmp_path / "data", n=2)
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": "data/vol0.nii.gz"}, {"image": "data/vol1.nrrd"}],
-                                    "validation": []}))  # fmt: skip
+                                    "validation": []}), encoding="utf-8")  # fmt: skip
     out = tmp_path / "out"
     pid = write_stale_lock(out)
     proc = bundle_run([CONFIG], PRETRAIN, out, *ONE_EPOCH, "--dataset_dir", str(datalist), "--amp", "false")
     assert proc.returncode == 0, proc.stdout[-4000:]
     # the empty list is the user's choice: both volumes train, nothing is held out, no validation runs
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert report["summary"] == "found 2, training on 2, validating on 0, skipped 0"
     assert report["split"] == f"validation list of {str(datalist)!r} (0 item(s); validating on nothing)"
     assert re.findall(r"Epoch: 1/1, Iter: (\d+)/(\d+)", proc.stdout) == [("1", "2"), ("2", "2")]
@@ -150,7 +150,7 @@ def test_empty_validation_list_amp_false_and_a_stale_lock(tmp_path):
     assert "amp='false' (read as False)" in proc.stdout
     # the lock of the killed run was taken over, naming it, and released at the end
     assert f"took over the lock left by a run that is no longer running (pid {pid} on host" in proc.stdout
-    assert (out / ".monai_cover.lock").read_text() == ""
+    assert (out / ".monai_cover.lock").read_text(encoding="utf-8") == ""
     assert str(data)  # the datalist's paths are relative to its folder
 
 

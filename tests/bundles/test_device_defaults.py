@@ -114,7 +114,8 @@ class TestDeviceDefaults(unittest.TestCase):
         """)
         results = {}
         for mode in ("default", "keep"):
-            out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                                 encoding="utf-8", errors="replace")
             applied, kept_mib = out.stdout.split()
             results[mode] = (applied == "True", float(kept_mib))
         self.assertEqual(results["default"][0], False)

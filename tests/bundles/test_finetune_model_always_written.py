@@ -31,7 +31,7 @@ def test_short_run_validates_its_last_epoch_and_writes_model_pt(trained):
     assert "val_mean_dice" in proc.stdout
     for rel in ("models/model.pt", "models/model.safetensors", "models/model_final.pt"):
         assert (out / rel).is_file(), rel
-    record = json.loads((out / "models" / "model_settings.json").read_text())
+    record = json.loads((out / "models" / "model_settings.json").read_text(encoding="utf-8"))
     assert record["class_names"] == NAMES and record["num_classes"] == 8
     assert record["spacing"] == [6.0, 6.0, 6.0] and record["features"] == json.loads(TINY_FEATURES)
 
@@ -43,7 +43,7 @@ def test_inference_takes_the_trained_class_names_and_refuses_other_settings(trai
     # no --dataset_dir: the demo's names used to be written here
     proc = bundle_run(config, FINETUNE, out, "--infer_input", str(scans))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    written = json.loads((out / "segmentations" / "classes.json").read_text())
+    written = json.loads((out / "segmentations" / "classes.json").read_text(encoding="utf-8"))
     assert list(written.values()) == NAMES
     wrong = bundle_run(config, FINETUNE, out, "--infer_input", str(scans),
                        "--num_classes", "5", "--spacing", "[2.0,2.0,2.0]")

@@ -47,7 +47,7 @@ def test_bundle_files_pass_model_zoo_pre_commit(hook, args, suffixes, tmp_path):
 
 def test_the_check_sees_a_badly_formatted_file(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text('{"a": [1, 2]}')
+    bad.write_text('{"a": [1, 2]}', encoding="utf-8")
     proc = subprocess.run([_hook("pretty-format-json"), "--indent=4", "--no-sort-keys", str(bad)],
                           capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 1

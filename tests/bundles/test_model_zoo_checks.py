@@ -68,16 +68,16 @@ def test_bundle_passes_model_zoo_checks(name, tmp_path):
     assert got.shape == expected.shape
     assert got.shape[1] == metadata["network_data_format"]["outputs"]["pred"]["num_channels"]
     assert torch.allclose(got, expected, atol=1e-5)
-    assert json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+    assert json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))["network_def"]
 
 
 def test_the_shape_check_fails_when_metadata_promises_other_channels(tmp_path):
     bundle = tmp_path / "cover_finetune_3d"
     shutil.copytree(BUNDLES / "cover_finetune_3d", bundle)
     meta_file = bundle / "configs" / "metadata.json"
-    meta = json.loads(meta_file.read_text())
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
     meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 5  # the network has 8 classes
-    meta_file.write_text(json.dumps(meta))
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
     proc = run_cmd([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
                     str(meta_file), "--config_file", "configs/inference.json", "--bundle_root", str(bundle)],
                    cwd=bundle)  # fmt: skip

@@ -40,9 +40,10 @@ def test_two_runs_on_one_output_dir_one_is_refused_and_the_other_finishes(tmp_pa
     try:
         for log in logs:
             started.append(time.monotonic())
-            with open(log, "w") as f:
+            with open(log, "w", encoding="utf-8") as f:
                 procs.append(subprocess.Popen(args, cwd=str(tmp_path), env=subprocess_env(), stdout=f,
-                                              stderr=subprocess.STDOUT, text=True))  # fmt: skip
+                                              stderr=subprocess.STDOUT, text=True,
+                                                  encoding="utf-8", errors="replace"))  # fmt: skip
         deadline = time.monotonic() + 900
         while len(ended) < 2 and time.monotonic() < deadline:
             for i, p in enumerate(procs):
@@ -54,7 +55,7 @@ def test_two_runs_on_one_output_dir_one_is_refused_and_the_other_finishes(tmp_pa
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    outputs = [log.read_text() for log in logs]
+    outputs = [log.read_text(encoding="utf-8") for log in logs]
     codes = [p.returncode for p in procs]
     assert sorted(c == 0 for c in codes) == [False, True], (codes, outputs[0][-2000:], outputs[1][-2000:])
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
@@ -68,7 +69,7 @@ def test_two_runs_on_one_output_dir_one_is_refused_and_the_other_finishes(tmp_pa
     assert "Epoch: 3/3" in outputs[winner]
     assert checkpoint_epochs(out / "checkpoints") == [2, 3]
     assert len(list((out / "logs").glob("events.out.tfevents.*"))) == 1
-    assert (out / LOCK_NAME).read_text() == ""  # released
+    assert (out / LOCK_NAME).read_text(encoding="utf-8") == ""  # released
 
 
 _HOLD = """
@@ -83,7 +84,8 @@ time.sleep(120)
 def test_lock_rules_in_one_process(tmp_path):
     out = tmp_path / "out"
     env = dict(subprocess_env(), PYTHONPATH=str(REPO))
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, env=env,
+                              encoding="utf-8", errors="replace")
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OutputDirLockedError, match=rf"in use by another run: pid {holder.pid} on host"):
@@ -94,12 +96,12 @@ def test_lock_rules_in_one_process(tmp_path):
     # the holder was killed: the kernel dropped its lock, its info stays in the file and is taken over
     lock = lock_output_dir(out)
     assert lock.owned and lock.took_over["pid"] == holder.pid
-    assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert json.loads((out / LOCK_NAME).read_text(encoding="utf-8"))["pid"] == os.getpid()
     assert lock_output_dir(out) is lock  # taken again by the same process: the same lock
     lock.release()
-    assert (out / LOCK_NAME).read_text() == "" and not lock.owned
+    assert (out / LOCK_NAME).read_text(encoding="utf-8") == "" and not lock.owned
     # a lock file written by a process that is gone (as a SIGKILL leaves it)
     pid = write_stale_lock(out)
     with lock_output_dir(out) as lock:
         assert lock.took_over["pid"] == pid
-    assert (out / LOCK_NAME).read_text() == ""
+    assert (out / LOCK_NAME).read_text(encoding="utf-8") == ""

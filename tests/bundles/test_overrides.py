@@ -15,7 +15,7 @@ from monai_cover.bundle import OverrideError, as_bool, bundle_command_line, chec
 
 MAIN = "/site-packages/monai/bundle/__main__.py"
 TRAIN = str(PRETRAIN / "configs" / "train.json")
-CHECKS = json.loads((PRETRAIN / "configs" / "train.json").read_text())["override_checks"]
+CHECKS = json.loads((PRETRAIN / "configs" / "train.json").read_text(encoding="utf-8"))["override_checks"]
 
 
 def _argv(*args, config=TRAIN):
@@ -98,12 +98,12 @@ def test_merged_config_files_args_file_and_tracking(tmp_path):
     with pytest.raises(OverrideError, match="no key 'dist_backend'"):
         _check("--dist_backend", "gloo")  # not in train.json alone
     args = tmp_path / "args.json"
-    args.write_text(json.dumps({"epoch": 3, "config_file": TRAIN}))
+    args.write_text(json.dumps({"epoch": 3, "config_file": TRAIN}), encoding="utf-8")
     with pytest.raises(OverrideError, match="did you mean --epochs"):
         check_overrides(CHECKS, argv=[MAIN, "run", "--args_file", str(args)])
     _check("--tracking", "mlflow", "--experiment_name", "x", "--run_name", "y")  # the tracking settings are MONAI's
     finetune = str(FINETUNE / "configs" / "train.json")
-    checks = json.loads((FINETUNE / "configs" / "train.json").read_text())["override_checks"]
+    checks = json.loads((FINETUNE / "configs" / "train.json").read_text(encoding="utf-8"))["override_checks"]
     _check("--pretrained", "false", "--class_names", "['a','b']", config=finetune, checks=checks)
     _check("--class_names", "a,b", config=finetune, checks=checks)  # Fire reads a,b as the tuple ('a', 'b')
     with pytest.raises(OverrideError, match="--class_names 'ribs': expected a list"):
@@ -128,13 +128,13 @@ def test_as_bool_refuses_anything_else():
 def test_every_top_level_key_is_documented(bundle):
     """Every key a command line can override (the top-level keys of every config file) is named in the bundle's
     README, and the README's override table lists the values `override_checks` accepts."""
-    readme = (bundle / "docs" / "README.md").read_text()
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     for config in sorted((bundle / "configs").glob("*.json")):
         if config.name == "metadata.json":
             continue
-        for key in json.loads(config.read_text()):
+        for key in json.loads(config.read_text(encoding="utf-8")):
             assert f"`{key}`" in readme, f"{bundle.name}/docs/README.md does not mention `{key}` ({config.name})"
-    checks = json.loads((bundle / "configs" / "train.json").read_text())["override_checks"]
+    checks = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))["override_checks"]
     for key, spec in checks.items():
         if isinstance(spec, list):
             for value in spec:
@@ -156,5 +156,5 @@ def test_check_backbone_names_the_override_file_it_needs():
                                             "'unet', 'unetr'\\]"):
         check_backbone("vnet", [TRAIN])
     assert check_backbone("segresnet", [TRAIN]) == "segresnet"  # stock networks need no override file
-    train_checks = json.loads((PRETRAIN / "configs" / "train.json").read_text())["override_checks"]
+    train_checks = json.loads((PRETRAIN / "configs" / "train.json").read_text(encoding="utf-8"))["override_checks"]
     assert train_checks["backbone"] == sorted(BACKBONE_OVERRIDES)

@@ -21,13 +21,13 @@ from monai_cover.bundle.release import add_large_file, read_large_files
 @pytest.mark.parametrize("name", BUNDLE_NAMES)
 def test_every_bundle_has_its_release_files(name):
     bundle = BUNDLES / name
-    data = yaml.safe_load((bundle / "large_files.yml").read_text())
+    data = yaml.safe_load((bundle / "large_files.yml").read_text(encoding="utf-8"))
     assert data == {"large_files": []}  # nothing released yet; the docs say how
-    license_text = (bundle / "docs" / "data_license.txt").read_text()
+    license_text = (bundle / "docs" / "data_license.txt").read_text(encoding="utf-8")
     assert "nilearn" in license_text and "slicerio" in license_text
-    readme = (bundle / "docs" / "README.md").read_text()
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     assert "## Releasing weights" in readme and "add-large-file" in readme
-    setup = (REPO / "setup.cfg").read_text()
+    setup = (REPO / "setup.cfg").read_text(encoding="utf-8")
     assert f"bundles/{name}/large_files.yml" in setup and f"bundles/{name}/docs/*.txt" in setup
 
 

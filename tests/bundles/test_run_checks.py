@@ -39,7 +39,7 @@ def test_check_run_messages(tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(OverrideError, match="no space left on its disk .* MB free, a run needs at least"):
         check_run("cpu", 3, tmp_path, min_free_bytes=2**62)
-    (tmp_path / "file").write_text("x")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
     with pytest.raises(OverrideError, match="is a file, not a folder"):
         check_run("cpu", 3, tmp_path / "file" / "run")
     if not torch.cuda.is_available():

@@ -111,7 +111,7 @@ class TestDatalist(unittest.TestCase):
             dl = get_datalist(tmp, val_fraction=0.2)
             self.assertEqual((len(dl["training"]), len(dl["validation"])), (4, 1))
             self.assertTrue(all(it["modality"] == "unknown" for it in dl["training"] + dl["validation"]))
-            with open(os.path.join(tmp, "list.json"), "w") as f:
+            with open(os.path.join(tmp, "list.json"), "w", encoding="utf-8") as f:
                 json.dump(
                     {"training": [{"image": "v0.nii"}, {"image": "v1.nii"}], "validation": [{"image": "v2.nii"}]}, f
                 )

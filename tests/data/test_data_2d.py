@@ -23,7 +23,7 @@ def _folder(tmp_path, volume: bool = False, rgb: bool = False):
         Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "colour.png")
     if volume:
         nib.save(nib.Nifti1Image(rng.random((20, 22, 12)).astype(np.float32), np.eye(4)), str(tmp_path / "vol.nii.gz"))
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
     return tmp_path
 
 

@@ -112,7 +112,7 @@ def test_check_policies(folder, tmp_path):
     for name in ("truncated.nii.gz", "nan.nii.gz", "flat2d.nii.gz", "tiny.nii.gz"):
         assert name in text
     assert "vol0.nii.gz" not in text and "photo.png" not in text
-    report = json.loads((tmp_path / "report" / "data_report.json").read_text())
+    report = json.loads((tmp_path / "report" / "data_report.json").read_text(encoding="utf-8"))
     assert report["counts"]["bad"] == 4 and report["summary"].startswith("found 6, 4 bad")
     # asked for: padding and NaN replacement make those two usable, and the report says so
     report = _check(datalist, tmp_path, on_bad_file="skip", pad_small=True, nonfinite="replace")
@@ -189,7 +189,8 @@ def test_bundle_switches_to_the_on_disk_dataset_beyond_the_memory_budget(tmp_pat
     assert report.dataset_reason.startswith("PersistentDataset (on disk)")
     assert "--memory_budget_gb 0.0005" in report.dataset_reason
     assert math.isclose(report.estimated_bytes, 12 * 48**3 * 4)
-    assert json.loads((tmp_path / "small" / "data_report.json").read_text())["dataset"]["type"] == "persistent"
+    written = json.loads((tmp_path / "small" / "data_report.json").read_text(encoding="utf-8"))
+    assert written["dataset"]["type"] == "persistent"
     dataset[0]  # preprocessed once, written to disk
     assert len(list((tmp_path / "small" / "cache" / "persistent").glob("*.pt"))) == 1
     assert isinstance(p.get_parsed_content("validate#dataset"), PersistentDataset)
@@ -204,7 +205,7 @@ def test_datalist_helpers(tmp_path, folder):
     assert dl["info"]["split_kind"] == "val_fraction" and "held out for validation" in dl["info"]["split"]
     listed = tmp_path / "list.json"
     listed.write_text(json.dumps({"training": [{"image": "data/vol0.nii.gz"}], "validation": [],
-                                  "testing": [{"image": "data/vol1.nrrd"}]}))  # fmt: skip
+                                  "testing": [{"image": "data/vol1.nrrd"}]}), encoding="utf-8")  # fmt: skip
     dl = get_datalist(listed, modality="mri")
     assert dl["validation"] == [] and dl["training"][0]["modality"] == "MR"
     assert "validating on nothing" in dl["info"]["split"]
@@ -214,7 +215,7 @@ def test_datalist_helpers(tmp_path, folder):
     assert normalize_modality("ct") == "CT" and normalize_modality("MRI") == "MR" and normalize_modality("") == ""
     with pytest.raises(ValueError, match=r"--modality: unknown modality 'PET'; accepted: CT, MR"):
         get_datalist(data, modality="PET")
-    listed.write_text(json.dumps({"training": [{"image": "data/vol0.nii.gz", "modality": "US"}]}))
+    listed.write_text(json.dumps({"training": [{"image": "data/vol0.nii.gz", "modality": "US"}]}), encoding="utf-8")
     with pytest.raises(ValueError, match="datalist item .*vol0.nii.gz.*unknown modality 'US'"):
         get_datalist(listed)
 
@@ -226,5 +227,5 @@ def test_class_names(tmp_path):
     with pytest.raises(ValueError, match="--class_names has 2 name"):
         class_names(["bg", "a"], 3)
     path = write_class_names(["background", "liver"], tmp_path / "seg")
-    assert json.loads(Path(path).read_text()) == {"0": "background", "1": "liver"}
+    assert json.loads(Path(path).read_text(encoding="utf-8")) == {"0": "background", "1": "liver"}
     assert os.path.basename(path) == "classes.json"

@@ -55,7 +55,7 @@ def test_gradient_shares_every_interval_without_changing_training(tmp_path):
     handler = GradientShareHandler(interval=2, filename=path)
     trained = train(handler)
     assert [r["iteration"] for r in handler.history] == [2, 4]
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["iteration"] for r in records] == [2, 4]
     for record in records:
         assert sorted(record["shares"]) == ["consistency", "spread", "vector"]

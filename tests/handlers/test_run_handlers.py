@@ -110,7 +110,7 @@ def test_class_metrics_handler_names_the_classes(tmp_path):
     engine.add_event_handler(Events.ITERATION_COMPLETED, handler._collect)
     engine.add_event_handler(Events.EPOCH_COMPLETED, handler)  # after metric_details is set
     engine.run([0, 1], max_epochs=1)
-    rows = (tmp_path / "dice_per_class.csv").read_text().splitlines()
+    rows = (tmp_path / "dice_per_class.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "filename,liver,tumour,vessel"
     assert rows[1] == "a.nii.gz,0.5,0.25,nan" and rows[2] == "b.nii.gz,0.7,0.75,1"
     assert rows[3] == "mean,0.6,0.5,1"  # NaN (class absent) left out of the mean

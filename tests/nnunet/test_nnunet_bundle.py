@@ -39,14 +39,14 @@ def test_pretrain_plan_network_and_load_it_in_nnunet(nnunet_dataset, preprocesse
                       "--val_interval", "1", "--num_samples", "1", "--val_num_samples", "1", "--val_fraction", "0.25")
     assert proc.returncode == 0, proc.stdout[-4000:]
     weights = out / "nnunet_pretrained.pth"
-    record = json.loads((out / "nnunet_pretrained.json").read_text())
+    record = json.loads((out / "nnunet_pretrained.json").read_text(encoding="utf-8"))
     assert record["plans_identifier"] == "nnUNetPlans" and record["configuration"] == "3d_fullres"
     assert record["spacing"] == [1.5, 1.0, 1.0] and record["normalization_schemes"] == ["ZScoreNormalization"]
     assert record["patch_size"] == record["pretraining_patch_size"] == [40, 40, 40]
     assert record["method"] == "cover" and record["epochs"] == 2
     assert record["iterations"] == 2 * 3  # 3 training cases, batch 1
     assert "imagesTr" in record["data"]
-    report = json.loads((out / "data_report.json").read_text())
+    report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))
     assert len(report["training"]) == 3 and len(report["validation"]) == 1
 
     plan = NnUNetPlan.load(preprocessed, "3d_fullres")

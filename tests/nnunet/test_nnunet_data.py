@@ -60,7 +60,7 @@ def test_cases_are_found_where_nnunet_keeps_them(plan, nnunet_dataset, tmp_path)
     plain.mkdir()
     for name in ("ct_b.nii.gz", "ct_a.nii.gz"):
         shutil.copy(raw / "imagesTr" / "case_000_0000.nii.gz", plain / name)
-    (plain / "notes.txt").write_text("ignored")
+    (plain / "notes.txt").write_text("ignored", encoding="utf-8")
     cases, _ = nnunet_cases(plan, plain)
     assert cases == [[str(plain / "ct_a.nii.gz")], [str(plain / "ct_b.nii.gz")]]
 
@@ -79,9 +79,9 @@ def test_cases_errors(plan, preprocessed, tmp_path):
     with pytest.raises(NnUNetDataError, match="case 'c'.*\\[1\\].*channels 0..0"):
         nnunet_cases(plan, gap)
     # a two-channel plan refuses files that do not name their channel
-    ds = json.loads((preprocessed / "dataset.json").read_text())
+    ds = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     ds["channel_names"] = {"0": "T1", "1": "T2"}
-    (tmp_path / "dataset.json").write_text(json.dumps(ds))
+    (tmp_path / "dataset.json").write_text(json.dumps(ds), encoding="utf-8")
     two = NnUNetPlan.load(preprocessed / "nnUNetPlans.json", "3d_fullres", tmp_path / "dataset.json")
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -94,7 +94,7 @@ def test_check_data_splits_and_reports(plan, tmp_path):
     report = check_nnunet_data(plan, "", val_fraction=0.25, output_dir=tmp_path)
     assert len(report.datalist["training"]) == 3 and len(report.datalist["validation"]) == 1
     assert report.datalist["validation"][0]["image"].endswith("case_003.b2nd")
-    written = json.loads((tmp_path / "data_report.json").read_text())
+    written = json.loads((tmp_path / "data_report.json").read_text(encoding="utf-8"))
     assert written["training"] == [c["image"] for c in report.datalist["training"]]
     assert written["plan"]["configuration"] == "3d_fullres"
     assert len(check_nnunet_data(plan, "", val_fraction=0.0).datalist["validation"]) == 0
@@ -117,7 +117,7 @@ def test_demo_dataset_command(tmp_path):
     folder = tmp_path / "Dataset501_Tiny"
     assert proc.stdout.strip() == str(folder)
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == ["case_000_0000.nii.gz", "case_001_0000.nii.gz"]
-    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    assert json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2
     again = subprocess.run([sys.executable, "-m", "monai_cover.nnunet", "demo-dataset", str(tmp_path)],
                            capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert again.returncode == 2 and "exists already" in again.stderr

@@ -16,7 +16,7 @@ from monai_cover.nnunet import NnUNetPlan, NnUNetPlanError, capture_range_for_pl
 
 
 def test_plan_reads_what_nnunet_planned(preprocessed):
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plan = NnUNetPlan.load(preprocessed, "3d_fullres")  # the folder: nnUNetPlans.json is taken
     config = plans["configurations"]["3d_fullres"]
     assert plan.plans_file == preprocessed / "nnUNetPlans.json"
@@ -77,11 +77,11 @@ def test_cover_net_trains_the_plan_network(preprocessed):
 
 
 def test_anisotropic_plan_levels_and_reach(preprocessed, tmp_path):
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     arch["strides"] = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
     plans["configurations"]["3d_fullres"]["patch_size"] = [16, 64, 64]
-    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    (tmp_path / "plans.json").write_text(json.dumps(plans), encoding="utf-8")
     plan = NnUNetPlan.load(tmp_path / "plans.json", "3d_fullres", preprocessed / "dataset.json")
     assert plan.level_sizes() == [[16, 64, 64], [16, 32, 32], [8, 16, 16], [4, 8, 8]]
     assert levels_for_plan(plan, radius=2) == 3
@@ -98,10 +98,11 @@ def test_plan_errors_name_what_is_wrong(preprocessed, tmp_path):
         NnUNetPlan.load(tmp_path / "nope.json")
     with pytest.raises(NnUNetPlanError, match="no plans file given"):
         NnUNetPlan.load("")
-    (tmp_path / "nnUNetPlans.json").write_text((preprocessed / "nnUNetPlans.json").read_text())
+    (tmp_path / "nnUNetPlans.json").write_text((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"),
+                                               encoding="utf-8")
     with pytest.raises(NnUNetPlanError, match="dataset.json.*does not exist"):
         NnUNetPlan.load(tmp_path, "3d_fullres")
-    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(NnUNetPlanError, match="cannot read .*broken.json"):
         NnUNetPlan.load(tmp_path / "broken.json")
     empty = tmp_path / "empty"
@@ -116,9 +117,9 @@ def test_for_pretraining_refuses_2d_and_cascades(preprocessed, tmp_path):
     with pytest.raises(NnUNetPlanError, match="'2d' of .* is 2-D; this pretraining is 3-D.*'3d_fullres'"):
         NnUNetPlan.load(preprocessed, "2d").for_pretraining(3)
     assert NnUNetPlan.load(preprocessed, "2d").for_pretraining(2).spatial_dims == 2
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_fullres"}
-    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    (tmp_path / "plans.json").write_text(json.dumps(plans), encoding="utf-8")
     cascade = NnUNetPlan.load(tmp_path / "plans.json", "3d_cascade_fullres", preprocessed / "dataset.json")
     assert cascade.num_input_channels == 2  # nnU-Net feeds the previous stage's foreground label as a channel
     with pytest.raises(NnUNetPlanError, match="cascade stage.*'3d_fullres'"):

@@ -5,6 +5,7 @@ command agreeing with that loader, including on a mismatching plan."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ def test_nnunet_loads_every_non_segmentation_key(pretrained):
     for k in seg:  # another class count: nnU-Net keeps its own segmentation layers
         assert torch.equal(loaded[k], before[k]), k
     assert torch.load(str(path), weights_only=True).keys() == {"network_weights"}
-    assert json.loads(path.with_suffix(".json").read_text()) == {"method": "cover"}
+    assert json.loads(path.with_suffix(".json").read_text(encoding="utf-8")) == {"method": "cover"}
 
 
 def test_check_agrees_with_nnunets_loader(pretrained, preprocessed, tmp_path):
@@ -73,12 +74,13 @@ def test_check_agrees_with_nnunets_loader(pretrained, preprocessed, tmp_path):
     assert "compatible: nnU-Net will load" in str(check)
 
     # another feature count: the check names the first differing keys with both shapes, and nnU-Net refuses it
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     arch["features_per_stage"] = [16, 32, 64, 128]
     other = tmp_path / "nnUNetPlans.json"
-    other.write_text(json.dumps(plans))
-    (tmp_path / "dataset.json").write_text((preprocessed / "dataset.json").read_text())
+    other.write_text(json.dumps(plans), encoding="utf-8")
+    (tmp_path / "dataset.json").write_text((preprocessed / "dataset.json").read_text(encoding="utf-8"),
+                                           encoding="utf-8")
     bad = check_nnunet_weights(path, tmp_path, "3d_fullres")
     assert not bad.ok
     first = "encoder.stages.0.0.convs.0.conv.weight"
@@ -94,7 +96,7 @@ def test_check_agrees_with_nnunets_loader(pretrained, preprocessed, tmp_path):
                 kernel_sizes=arch["kernel_sizes"] + [[3, 3, 3]], n_conv_per_stage=[2] * 5,
                 n_conv_per_stage_decoder=[2] * 4)
     plans["configurations"]["3d_fullres"]["patch_size"] = [64, 64, 64]
-    other.write_text(json.dumps(plans))
+    other.write_text(json.dumps(plans), encoding="utf-8")
     deeper = check_nnunet_weights(path, tmp_path, "3d_fullres")
     assert not deeper.ok and "encoder.stages.4.0.convs.0.conv.weight" in deeper.missing
     assert "network key(s) not in the file" in str(deeper)
@@ -152,10 +154,11 @@ def test_saver_refuses_a_network_that_is_not_the_plans(preprocessed, tmp_path):
     from monai_cover.nnunet import NnUNetPlanError, NnUNetWeightsSaver
 
     plan = NnUNetPlan.load(preprocessed, "3d_fullres")
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32, 64]
-    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
-    (tmp_path / "dataset.json").write_text((preprocessed / "dataset.json").read_text())
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans),
+                                               encoding="utf-8")
+    shutil.copyfile(preprocessed / "dataset.json", tmp_path / "dataset.json")
     narrow = NnUNetPlan.load(tmp_path, "3d_fullres").build_network()  # e.g. a --network_def override
     path = tmp_path / "nnunet_pretrained.pth"
     shapes = "\\[8, 1, 3, 3, 3\\] vs \\[32, 1, 3, 3, 3\\]"
@@ -167,6 +170,6 @@ def test_saver_refuses_a_network_that_is_not_the_plans(preprocessed, tmp_path):
     saver = NnUNetWeightsSaver(plan.build_network(), path, plan, method="cover", data="here", interval=2)
     saver.attach(engine)
     engine.run([0, 1, 2], max_epochs=3)
-    record = json.loads(path.with_suffix(".json").read_text())
+    record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert (record["epochs"], record["iterations"], record["data"]) == (3, 9, "here")  # the final write
     assert check_nnunet_weights(path, preprocessed, "3d_fullres").ok

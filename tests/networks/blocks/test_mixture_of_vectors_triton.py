@@ -299,7 +299,7 @@ class TestTritonKernelsInterpreted(unittest.TestCase):
             capture_output=True,
             text=True,
             env=env,
-            timeout=600,
+            timeout=600, encoding="utf-8", errors="replace",
         )
         if proc.returncode != 0:
             raise RuntimeError(f"interpreter subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -448,7 +448,8 @@ class TestBackendSelection(unittest.TestCase):
             ]
         )
         proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=300
+            [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=300,
+                encoding="utf-8", errors="replace"
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         self.assertEqual(proc.stdout.strip(), "ok")
