@@ -309,7 +309,7 @@ def write_report(out: str | Path, results: dict) -> Path:
         f"- Pretraining (MONAI `SupervisedTrainer`): {cfg['pretrain_steps']} AdamW steps (lr {cfg['lr']}, wd "
         f"{cfg['weight_decay']}, clip {cfg['grad_clip']}), {cfg['pretrain_batch']} image(s) per step, pool = "
         f"{pool} "
-        f"({'one pretraining per seed' if cfg['pretrain_per_seed'] else 'pretrained once (first seed)'}).",
+        f"({pretraining_note(cfg)}).",
         f"- Fine-tuning (MONAI `SupervisedTrainer`): {cfg['ft_steps']} AdamW steps (lr {cfg['ft_lr']}), batch "
         f"{cfg['ft_batch']}, DiceCE, {task}, overlap {cfg['sw_overlap']}.",
         "- Same patches, same seeded head init and same fine-tuning for every initialisation; only the backbone "
@@ -428,6 +428,14 @@ def finish(out: str | Path, results: dict, started: float) -> Path:
     return path
 
 
+def pretraining_note(cfg: dict) -> str:
+    """How the fine-tuning seeds map to pretrainings."""
+    if cfg.get("pretrain_seeds"):
+        return f"{len(cfg['pretrain_seeds'])} pretrainings per method, fine-tuning seed s reads pretraining s mod " \
+               f"{len(cfg['pretrain_seeds'])}"
+    return "one pretraining per seed" if cfg["pretrain_per_seed"] else "pretrained once (first seed)"
+
+
 def write_suite_report(out: str | Path, name: str, tracks: dict[str, dict], seconds: float) -> Path:
     """``out/report.md`` of a suite (e.g. ``--medium``): per track (``{track: results}``, each also reported in
     ``out/<track>/``), the paired comparisons with their intervals, the mean Dice per init and k, and the pretext
@@ -437,9 +445,9 @@ def write_suite_report(out: str | Path, name: str, tracks: dict[str, dict], seco
              "its folder; this page puts the answers side by side.", ""]
     for track, results in tracks.items():
         cfg = results["config"]
-        lines += [f"## Track {track}: {results['config']['profile']} ({len(cfg['seeds'])} seeds, one pretraining per "
-                  f"seed, {cfg['pretrain_steps']} pretraining steps, {cfg['ft_steps']} fine-tuning steps; "
-                  f"[report]({track}/report.md))", "",
+        lines += [f"## Track {track}: {results['config']['profile']} ({len(cfg['seeds'])} seeds, "
+                  f"{pretraining_note(cfg)}, {cfg['pretrain_steps']} pretraining steps, {cfg['ft_steps']} "
+                  f"fine-tuning steps; [report]({track}/report.md))", "",
                   "COVER minus each initialisation, mean Dice on the held-out "
                   f"{held_out(cfg)}: mean [95 % bootstrap interval over seeds] (seeds where COVER is ahead / seeds)",
                   ""]

@@ -60,10 +60,14 @@ class TestConfig(unittest.TestCase):
         self.assertEqual(sorted(cfgs), ["2d", "3d"])
         for track, cfg in cfgs.items():
             self.assertEqual(cfg["spatial_dims"], int(track[0]))
-            self.assertGreaterEqual(len(cfg["seeds"]), 3)  # >= 3 pretraining seeds per method
-            self.assertTrue(cfg["pretrain_per_seed"])
-            self.assertEqual(cfg["methods"], ["cover", "voxel_infonce"])  # the profile's methods
+            self.assertGreaterEqual(len(cfg["pretrain_seeds"]), 3)  # >= 3 pretraining seeds per method
+            self.assertGreaterEqual(len(cfg["seeds"]), 5)  # >= 5 fine-tuning seeds
+            self.assertGreaterEqual(cfg["probe_seeds"], 10)  # >= 10 probe seeds per pretraining
+            self.assertTrue(cfg["propagation"])
+            self.assertEqual(cfg["methods"], ["cover", "cover_hybrid", "voxel_infonce"])  # the profile's methods
             self.assertGreater(cfg["curve_points"], 0)
+            # fine-tuning seeds 0-4 read pretrainings 0, 1, 2, 0, 1: every pretraining is used
+            self.assertEqual([ssl.pretraining_seed(cfg, s) for s in cfg["seeds"]], [0, 1, 2, 0, 1])
         self.assertEqual(ssl.crop_shape(cfgs["2d"]), (96, 96))
         self.assertEqual(ssl.patch_shape(cfgs["2d"]), (96, 96, 1))  # one slice of the (1, X, Y, Z) stack
         self.assertEqual(ssl.cover_levels(cfgs["2d"]), 4)  # matched to 96^2, as the pretext study's default
@@ -324,6 +328,21 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
         for k in cfg["ks"]:
             patches = {json.dumps(run["patches"]) for run in runs if run["k"] == k and run["seed"] == cfg["seeds"][0]}
             self.assertEqual(len(patches), 1)
+
+    def test_label_propagation_records(self):
+        for r, columns in ((self._results(), {"mirror"}), (self.results_2d, {1, 2})):
+            recs = r["propagation"]
+            self.assertEqual(sorted(recs), sorted(INITS))
+            for init, rows in recs.items():
+                routes = {"identity", "features", "field"} if init == "cover" else {"identity", "features"}
+                self.assertEqual({x["route"] for x in rows}, routes)
+                self.assertEqual({x["distance"] for x in rows}, columns)
+                for x in rows:
+                    self.assertEqual(len(x["dice"]), 3)
+                    self.assertAlmostEqual(x["dice_mean"], float(np.mean(x["dice"])), places=6)
+                    self.assertTrue(all(0.0 <= v <= 1.0 for v in x["dice"]))
+            self.assertIn("## Label propagation", (self.out / ("3d" if columns == {"mirror"} else "2d") /
+                                                   "report.md").read_text(encoding="utf-8"))
 
     def test_summary_and_diagnostics_fields(self):
         r = self._results()
