@@ -256,7 +256,7 @@ LIMITATIONS_2D = [
 ]
 
 
-CURVE_KEYS = ("epe_ratio", "nn_corr", "rank", "cosine", "overlap_cos")
+CURVE_KEYS = ("epe_ratio", "nn_corr", "local_w3", "rank", "cosine", "overlap_cos")
 
 
 def curve_table(pretrain: dict) -> list[str]:
@@ -328,7 +328,8 @@ def write_report(out: str | Path, results: dict) -> Path:
         lines += ["", f"### Pretext metrics on held-out pairs ({data.get('curve_pairs', 'held-out pairs')})", "",
                   "Mean over pretraining seeds at the first and last evaluation (the curves: `pretext_curves.png`). "
                   "`epe_ratio`: end-point error of COVER's field / that of predicting zero; `nn_corr`: nearest-"
-                  "neighbour correspondence of the finest features within 2 voxels; `rank` / `cosine`: effective "
+                  "neighbour correspondence of the finest features within 2 voxels; `local_w3`: the best match "
+                  "among the voxels within 3 of the true one lands within 1 of it; `rank` / `cosine`: effective "
                   f"rank (of {cfg['features'][-1]}) and mean pairwise cosine of the finest features.", ""]
         lines += curve_table(results["pretrain"])
     lines += ["", "Plots: `dice_vs_k.png`, `pretrain_loss.png`" + (", `pretext_curves.png`." if any(
@@ -390,8 +391,8 @@ def write_plots(out: str | Path, results: dict) -> list[str]:
     plt.close(fig)
     names = ["dice_vs_k.png", "pretrain_loss.png"]
     if any(run.get("curve") for per_seed in results["pretrain"].values() for run in per_seed.values()):
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-        for ax, key in zip(axes, CURVE_KEYS[:4]):
+        fig, axes = plt.subplots(1, 5, figsize=(20, 3.4))
+        for ax, key in zip(axes, CURVE_KEYS[:5]):
             for i, (method, per_seed) in enumerate(results["pretrain"].items()):
                 for j, (seed, run) in enumerate(per_seed.items()):
                     pts = [(c["step"], c[key]) for c in run.get("curve") or [] if key in c]

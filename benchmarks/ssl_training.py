@@ -129,8 +129,10 @@ def validation_pairs(cfg: dict, images: list, seed: int = 4321) -> list[dict]:
 def pretext_metrics(network: torch.nn.Module, pairs: list[dict], device) -> dict[str, float]:
     """The library's pretext metrics of ``network`` (a ``CoverNet``, or any two-view network returning
     ``features_a``/``features_b``) on held-out ``pairs``: ``nn_corr`` (nearest-neighbour correspondence of the finest
-    features within 2 voxels), ``rank`` / ``cosine`` (effective rank, mean pairwise cosine: collapse),
-    ``overlap_cos`` and, for a network that predicts a field, ``epe_ratio`` (end-point error / that of zero)."""
+    features within 2 voxels), ``local_w3`` (the best match among the voxels within 3 of the true one is within 1
+    voxel of it: local matching, issue 18's acceptance metric), ``rank`` / ``cosine`` (effective rank, mean pairwise
+    cosine: collapse), ``overlap_cos`` and, for a network that predicts a field, ``epe_ratio`` (end-point error /
+    that of zero)."""
     from monai_cover.metrics import (
         CorrespondenceAccuracyMetric,
         DDFEndPointErrorMetric,
@@ -139,6 +141,7 @@ def pretext_metrics(network: torch.nn.Module, pairs: list[dict], device) -> dict
     )
 
     metrics = {"nn_corr": CorrespondenceAccuracyMetric(num_samples=256, tolerance=2.0),
+               "local_w3": CorrespondenceAccuracyMetric(num_samples=256, tolerance=1.0, window=3),
                "rank": FeatureCollapseMetric("effective_rank"), "cosine": FeatureCollapseMetric("mean_cosine"),
                "overlap_cos": OverlapCosineMetric(), "epe_ratio": DDFEndPointErrorMetric(relative=True)}
     was_training = network.training
