@@ -64,7 +64,7 @@ class TestConfig(unittest.TestCase):
             self.assertGreaterEqual(len(cfg["seeds"]), 5)  # >= 5 fine-tuning seeds
             self.assertGreaterEqual(cfg["probe_seeds"], 10)  # >= 10 probe seeds per pretraining
             self.assertTrue(cfg["propagation"])
-            self.assertEqual(cfg["methods"], ["cover", "cover_hybrid", "voxel_infonce"])  # the profile's methods
+            self.assertEqual(cfg["methods"], ["cover", "voxel_infonce"])  # the profile's methods
             self.assertGreater(cfg["curve_points"], 0)
             # fine-tuning seeds 0-4 read pretrainings 0, 1, 2, 0, 1: every pretraining is used
             self.assertEqual([ssl.pretraining_seed(cfg, s) for s in cfg["seeds"]], [0, 1, 2, 0, 1])
