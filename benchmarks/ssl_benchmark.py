@@ -119,11 +119,12 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "voco": {"loss_kwargs": {"projection_channels": [1024, 1024]}}}},
 }
 # --medium: a 2D and a 3D track on 2 CPU cores within an hour: COVER and voxel InfoNCE (the comparisons that
-# matter; ``--methods cover_hybrid`` runs the hybrid, ~2 s a 2D step) with 3 pretraining seeds each, pretext metrics on held-out pairs at 6 points of every
-# pretraining (``curve_points``); per pretraining, frozen probes over 10 probe seeds and label propagation; fine-tuning
-# with 5 seeds (seed s reads pretraining s mod 3). 2D: 96^2 crops of axial slices at 2 mm, the pretext study's 2D
-# setting (BasicUNet(32, ..., 256), batch 8, lr 1e-3); fine-tuning on k labelled slices of the lower half of the MNI
-# template, Dice on the upper half. 3D: the --quick network and budget.
+# matter; ``--methods cover cover_hybrid voxel_infonce`` adds the hybrid, ~2 s a 2D step) with 3 pretraining seeds
+# each, pretext metrics on held-out pairs at 6 points of every pretraining (``curve_points``); per pretraining, frozen
+# probes over 10 probe seeds and label propagation; fine-tuning with 5 seeds (seed s reads pretraining s mod 3). 2D:
+# 96^2 crops of axial slices at 2 mm, the pretext study's 2D setting (BasicUNet(32, ..., 256), batch 8, lr 1e-3);
+# fine-tuning on k labelled slices of the lower half of the MNI template, Dice on the upper half. 3D: the --quick
+# network and budget.
 MEDIUM = {"seeds": (0, 1, 2, 3, 4), "pretrain_seeds": (0, 1, 2), "pretrain_per_seed": True, "probe_seeds": 10,
           "propagation": True, "methods": ("cover", "voxel_infonce"), "curve_points": 5}
 PROFILES["medium_2d"] = {
