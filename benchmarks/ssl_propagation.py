@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from monai_cover.metrics import (
     dice_vs_distance,
     extract_pyramids,
+    label_dice,
     paired_bootstrap,
     propagate_labels_with_ddf,
     propagate_labels_with_features,
@@ -49,16 +50,6 @@ def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def _crop(x: torch.Tensor, shape) -> torch.Tensor:
     return x[(..., *(slice(0, s) for s in shape))]
-
-
-def _dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Dice per foreground class of integer maps of one shape (an absent class in both: 1)."""
-    out = []
-    for c in range(1, num_classes):
-        p, g = pred == c, label == c
-        denom = int(p.sum() + g.sum())
-        out.append(1.0 if denom == 0 else 2.0 * int((p & g).sum()) / denom)
-    return np.asarray(out)
 
 
 def _routes(backbone, cover_net, images: list[torch.Tensor], cfg: dict, num_classes: int, device) -> dict:
@@ -136,7 +127,7 @@ def _mirror(backbone, cover_net, task, cfg, num_classes, device) -> list[dict]:
     routes = _routes(backbone, cover_net, images, cfg, num_classes, device)
     records = []
     for route, move in routes.items():
-        dice = _dice(move(0, 1, source_label[window]), target_label, num_classes)
+        dice = label_dice(move(0, 1, source_label[window]), target_label, num_classes).numpy()
         records.append({"route": route, "distance": "mirror", "dice": dice.tolist(), "dice_mean": float(dice.mean())})
     return records
 
