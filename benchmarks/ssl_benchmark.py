@@ -203,8 +203,8 @@ def curve_images(cfg: dict, pool: list, task: dict) -> tuple[list, str]:
     if int(cfg.get("spatial_dims", 3)) == 3:
         return [v for _, v in pool], "new pairs of the pool's volumes"
     stack = task["eval_image"]
-    keep = _data.foreground_slices(stack, stack.ndim - 2, float(cfg["min_slice_fg"]) * cfg["crop"] ** 2)
-    return [stack[..., z] for z in keep], "evaluation slices of the labelled volume (held out of pretraining)"
+    note = "evaluation slices of the labelled volume (held out of pretraining)"
+    return [stack[..., z] for z in training.foreground_slices(cfg, stack)], note
 
 
 def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:

@@ -83,7 +83,7 @@ def propagation_records(backbone: torch.nn.Module, cover_net: torch.nn.Module | 
         backbone: its ``FeaturePyramid`` (finest level last).
         cover_net: COVER's ``CoverNet`` (head included) for the ``field`` route, else ``None``.
         task: ``eval_*`` (2D: ``(1, X, Y, Z)`` stacks, slices last) and, in 3D, ``train_*`` ``(1, *S)`` halves.
-        foreground: ``foreground(stack)`` -> indices of the slices worth a source (``ssl_data.foreground_slices``).
+        foreground: ``foreground(stack)`` -> indices of the slices worth a source (``ssl_training.foreground_slices``).
     """
     was = cover_net.training if cover_net is not None else None
     if cover_net is not None:

@@ -287,6 +287,12 @@ def diagnostics(cfg: dict, state: dict | None, task: dict, seed: int, device) ->
     return {k: rep[k] for k in (*report.DIAG_KEYS, "max_rank", "num_voxels", "num_sampled", "per_class")}
 
 
+def foreground_slices(cfg: dict, stack: torch.Tensor) -> list[int]:
+    """Slices (last axis) of a 2D track's ``(1, X, Y, Z)`` stack with at least ``cfg["min_slice_fg"]`` of a crop in
+    foreground: the held-out slices worth a pretext pair or a propagation source."""
+    return _data.foreground_slices(stack, stack.ndim - 2, float(cfg["min_slice_fg"]) * cfg["crop"] ** 2)
+
+
 def propagation(cfg: dict, name: str, state: dict | None, net_state: dict | None, task: dict, seed: int,
                 device) -> list[dict]:
     """Label-propagation records (``ssl_propagation.py``) of the backbone ``state`` (``None``: the random init of
@@ -300,10 +306,8 @@ def propagation(cfg: dict, name: str, state: dict | None, net_state: dict | None
         cover_net.load_state_dict(net_state)
         cover_net.to(device)
 
-    def foreground(stack: torch.Tensor) -> list[int]:
-        return _data.foreground_slices(stack, stack.ndim - 2, float(cfg.get("min_slice_fg", 0.25)) * cfg["crop"] ** 2)
-
-    recs = _propagation.propagation_records(backbone, cover_net, task, cfg, N_CLASSES, foreground, device)
+    recs = _propagation.propagation_records(backbone, cover_net, task, cfg, N_CLASSES,
+                                            lambda stack: foreground_slices(cfg, stack), device)
     return [{**r, "seed": seed} for r in recs]
 
 
