@@ -119,10 +119,26 @@ def voxel_nt_xent(
         return _nt_xent_fp32(u.float(), v.float(), float(temperature), exclude)
 
 
+#: below this temperature the fixed shift of :py:class:`_SharedShiftNTXent` could underflow (logits span 2/tau)
+_MIN_SHIFTED_TEMPERATURE = 0.025
+
+
 def _nt_xent_fp32(u: torch.Tensor, v: torch.Tensor, temperature: float, exclude: torch.Tensor | None) -> torch.Tensor:
-    n = u.shape[0]
     u = F.normalize(u, dim=1)
     v = F.normalize(v, dim=1)
+    positive = (u * v).sum(dim=1) / temperature
+    if exclude is None and temperature >= _MIN_SHIFTED_TEMPERATURE:
+        lse_u, lse_v = _SharedShiftNTXent.apply(u, v, temperature)
+    else:
+        lse_u, lse_v = _plain_log_partitions(u, v, temperature, exclude)
+    return 0.5 * (lse_u + lse_v) - positive
+
+
+def _plain_log_partitions(
+    u: torch.Tensor, v: torch.Tensor, temperature: float, exclude: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log(Σ_m e^{s(u_n, v_m)/τ} + Σ_{m≠n} e^{s(u_n, u_m)/τ})`` and v's, by autograd (any mask, any τ)."""
+    n = u.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=u.device)
     drop_cross = exclude & ~eye if exclude is not None else torch.zeros_like(eye)
     drop_self = eye | drop_cross
@@ -131,10 +147,47 @@ def _nt_xent_fp32(u: torch.Tensor, v: torch.Tensor, temperature: float, exclude:
     def one_side(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         cross = (a @ b.t() / temperature).masked_fill(drop_cross, neg_inf)
         self_ = (a @ a.t() / temperature).masked_fill(drop_self, neg_inf)
-        positive = (a * b).sum(dim=1) / temperature
-        return torch.logsumexp(torch.cat([cross, self_], dim=1), dim=1) - positive
+        return torch.logsumexp(torch.cat([cross, self_], dim=1), dim=1)
 
-    return 0.5 * (one_side(u, v) + one_side(v, u))
+    return one_side(u, v), one_side(v, u)
+
+
+class _SharedShiftNTXent(torch.autograd.Function):
+    """The two log-partitions of :py:func:`voxel_nt_xent` for unit vectors, with a hand-written backward.
+
+    Every logit is ``s/τ ≤ 1/τ``, so ``exp(s/τ − 1/τ)`` needs no per-row maximum and one exponentiated
+    cross matrix serves u's rows and v's rows (its columns). The backward is matrix products with the
+    stored exponentials only: ``∂/∂u = a⊙(C v) + C(b⊙v) + a⊙(A u) + A(a⊙u)`` over τ, with
+    ``a = g_u/Z_u``, ``b = g_v/Z_v`` (and the mirror for v), where autograd's log-sum-exp would spend
+    a dozen elementwise passes over each ``N × N`` matrix. Needs ``τ ≥ 0.025``: the smallest term is
+    then at least ``e^{−80}``, still a normal fp32 number.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, v: torch.Tensor, temperature: float):  # type: ignore[override]
+        shift = torch.full((1, 1), -1.0 / temperature, dtype=u.dtype, device=u.device)
+        cross = torch.addmm(shift, u, v.t(), alpha=1.0 / temperature).exp_()  # e^{(s(u_n, v_m) - 1)/τ}
+        self_u = torch.addmm(shift, u, u.t(), alpha=1.0 / temperature).exp_().fill_diagonal_(0.0)
+        self_v = torch.addmm(shift, v, v.t(), alpha=1.0 / temperature).exp_().fill_diagonal_(0.0)
+        z_u = cross.sum(dim=1) + self_u.sum(dim=1)
+        z_v = cross.sum(dim=0) + self_v.sum(dim=1)
+        ctx.save_for_backward(u, v, cross, self_u, self_v, z_u, z_v)
+        ctx.temperature = temperature
+        return z_u.log() + 1.0 / temperature, z_v.log() + 1.0 / temperature
+
+    @staticmethod
+    def backward(ctx, grad_u: torch.Tensor, grad_v: torch.Tensor):  # type: ignore[override]
+        u, v, cross, self_u, self_v, z_u, z_v = ctx.saved_tensors
+        a = (grad_u / z_u)[:, None] / ctx.temperature
+        b = (grad_v / z_v)[:, None] / ctx.temperature
+        d = u.shape[1]
+        cv = cross @ torch.cat([v, b * v], dim=1)
+        ctu = cross.t() @ torch.cat([u, a * u], dim=1)
+        su = self_u @ torch.cat([u, a * u], dim=1)
+        sv = self_v @ torch.cat([v, b * v], dim=1)
+        du = a * cv[:, :d] + cv[:, d:] + a * su[:, :d] + su[:, d:]
+        dv = b * ctu[:, :d] + ctu[:, d:] + b * sv[:, :d] + sv[:, d:]
+        return du, dv, None
 
 
 class VoxelInfoNCELoss(_Loss):

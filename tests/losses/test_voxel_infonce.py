@@ -42,6 +42,57 @@ class TestVoxelNTXent(unittest.TestCase):
         value = voxel_nt_xent(u_n, v_n, 0.2, exclude=torch.ones(5, 5, dtype=torch.bool))
         torch.testing.assert_close(value, torch.zeros(5), atol=1e-5, rtol=0)
 
+    @parameterized.expand([(300, 16, 0.1), (40, 8, 0.5), (9, 4, 0.03), (9, 4, 0.01)])
+    def test_values_and_gradients_equal_the_plain_formula(self, n, dim, tau):
+        """The shared-shift form (tau >= 0.025) and the fallback both equal log-sum-exp written out in float64."""
+        gen = torch.Generator().manual_seed(n)
+        u, v = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen)
+        v[0] = -u[0]  # an antipodal positive: its logit is the smallest possible, -1/tau
+        weights = torch.rand(n, generator=gen)
+
+        def plain(a, b):
+            a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+            eye = torch.eye(n, dtype=torch.bool)
+            lse = [torch.logsumexp(torch.cat([x @ y.t(), (x @ x.t()).masked_fill(eye, -math.inf)], 1) / tau, 1)
+                   for x, y in ((a, b), (b, a))]
+            return 0.5 * (lse[0] + lse[1]) - (a * b).sum(1) / tau
+
+        results = []
+        for fn, dtype in ((lambda a, b: voxel_nt_xent(a, b, tau), torch.float32), (plain, torch.float64)):
+            a, b = (x.detach().to(dtype).clone().requires_grad_(True) for x in (u, v))
+            value = fn(a, b)
+            (value * weights.to(dtype)).sum().backward()
+            results.append((value.detach().double(), a.grad.double(), b.grad.double()))
+        for got, ref in zip(results[0], results[1]):
+            self.assertTrue(bool(torch.isfinite(got).all()))
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 / tau)
+
+    def test_shared_shift_backward_passes_gradcheck(self):
+        from monai_cover.losses.voxel_infonce import _SharedShiftNTXent
+
+        gen = torch.Generator().manual_seed(0)
+        u = torch.nn.functional.normalize(torch.randn(6, 3, generator=gen, dtype=torch.float64), dim=1)
+        v = torch.nn.functional.normalize(torch.randn(6, 3, generator=gen, dtype=torch.float64), dim=1)
+        u.requires_grad_(True)
+        v.requires_grad_(True)
+        self.assertTrue(torch.autograd.gradcheck(lambda a, b: _SharedShiftNTXent.apply(a, b, 0.2), (u, v)))
+
+    def test_exclusion_mask_need_not_be_symmetric(self):
+        """``exclude[n, m]`` drops m from n's negatives only: u's and v's sums read the mask by rows."""
+        gen = torch.Generator().manual_seed(1)
+        u, v = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen)
+        exclude = torch.zeros(5, 5, dtype=torch.bool)
+        exclude[0, 1] = True  # anchor 0 ignores voxel 1 in both views; anchor 1 still sees voxel 0
+        got = voxel_nt_xent(u, v, 0.2, exclude=exclude)
+        un, vn = torch.nn.functional.normalize(u, dim=1), torch.nn.functional.normalize(v, dim=1)
+        for n in range(5):
+            keep = [m for m in range(5) if not exclude[n, m]]
+            sides = []
+            for a, b in ((un, vn), (vn, un)):
+                logits = torch.cat([a[n] @ b[keep].t(), a[n] @ a[[m for m in keep if m != n]].t()]) / 0.2
+                sides.append(torch.logsumexp(logits, 0) - a[n] @ b[n] / 0.2)
+            torch.testing.assert_close(got[n], 0.5 * (sides[0] + sides[1]), rtol=1e-5, atol=1e-5)
+
     def test_shape_error(self):
         with self.assertRaisesRegex(ValueError, r"\(3, 4\) and \(3, 5\)"):
             voxel_nt_xent(torch.zeros(3, 4), torch.zeros(3, 5))
