@@ -119,7 +119,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  "voco": {"loss_kwargs": {"projection_channels": [1024, 1024]}}}},
 }
 # --medium: a 2D and a 3D track on 2 CPU cores within an hour: COVER and voxel InfoNCE (the comparisons that
-# matter; ``--methods cover cover_hybrid voxel_infonce`` adds the hybrid, ~2 s a 2D step) with 3 pretraining seeds
+# matter; ``--methods cover cover_hybrid voxel_infonce`` adds the hybrid, 1.25 s a 2D step) with 3 pretraining seeds
 # each, pretext metrics on held-out pairs at 6 points of every pretraining (``curve_points``); per pretraining, frozen
 # probes over 10 probe seeds and label propagation; fine-tuning with 5 seeds (seed s reads pretraining s mod 3). 2D:
 # 96^2 crops of axial slices at 2 mm, the pretext study's 2D setting (BasicUNet(32, ..., 256), batch 8, lr 1e-3);
