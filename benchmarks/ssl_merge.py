@@ -95,8 +95,9 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
     for results in runs:
         methods += [m for m in results["config"]["methods"] if m not in methods]
         for method, per_seed in results["pretrain"].items():
-            merged["pretrain"].setdefault(method, {}).update(
-                {s: v for s, v in per_seed.items() if s not in merged["pretrain"].get(method, {})})
+            kept = merged["pretrain"].setdefault(method, {})
+            for seed, run in per_seed.items():
+                kept.setdefault(seed, run)
         add_records(merged["runs"], seen_runs, results["runs"], ("init", "k", "seed"))
         for init, per_seed in results.get("diagnostics", {}).items():
             merged["diagnostics"].setdefault(init, {}).update(per_seed)
