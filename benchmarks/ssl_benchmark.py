@@ -86,9 +86,20 @@ diagnostics, frozen_probes, propagation = training.diagnostics, training.frozen_
 _propagation = training._propagation
 INITS = ("scratch",) + METHODS
 #: COVER variants a profile may list among its methods: ``{"net": CoverNet kwargs, "loss": CoverLoss kwargs}``;
-#: cover_hybrid: L_vec + voxel InfoNCE on the finest level in place of L_con + spread (issue 18's hybrid)
+#: issue 18's fine-level options on top of the default: cover_hybrid: L_vec + voxel InfoNCE on the finest level in
+#: place of L_con + spread; cover_deep_sup: L_vec on every level's cumulative field (weight 1 each);
+#: cover_projector: L_con + spread on a 1x1-conv projector (C -> 64 -> 32) instead of the backbone's features;
+#: cover_teacher_forced: teacher-forced residuals at the two finest levels (weight 1)
 VARIANTS = {"cover_hybrid": {"loss": {"consistency_weight": 0.0, "spread_weight": 0.0, "infonce_weight": 1.0,
-                                      "infonce_kwargs": {"num_samples": 512}}}}
+                                      "infonce_kwargs": {"num_samples": 512}}},
+            "cover_deep_sup": {"net": {"return_fields": True}, "loss": {"level_weights": 1.0}},
+            "cover_projector": {"net": {"feature_projector": (64, 32)},
+                                "loss": {"features_a_key": "projected_a", "features_b_key": "projected_b"}},
+            "cover_teacher_forced": {"net": {"teacher_forced_levels": 2}, "loss": {"residual_weight": 1.0}}}
+#: both displacement signals for the fine levels at once
+VARIANTS["cover_deep_sup_teacher_forced"] = {
+    "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},
+    "loss": {**VARIANTS["cover_deep_sup"]["loss"], **VARIANTS["cover_teacher_forced"]["loss"]}}
 
 # A profile is a plain dict (a new one: ``{**PROFILES["quick"], ...}``; its ``--name`` flag comes for free). Units:
 # spacing mm, crop voxels per axis, *_steps optimiser steps, *_batch volumes/patches per step, warmup_steps 0 = constant

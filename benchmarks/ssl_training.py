@@ -99,7 +99,9 @@ def build(name: str, cfg: dict):
     parts = dict(cover_net=CoverNet(backbone, **variant.get("net", {})),
                  cover_loss=CoverLoss(**variant.get("loss", {}))) if cover else {}
     base = "cover" if cover else name
-    return unet, build_method(base, backbone, cover_prepare_batch=CoverPrepareBatch(), pair_transform=pair, **parts,
+    # a teacher-forced head reads the true field while training (its residual targets)
+    prepare = CoverPrepareBatch(network_ddf=bool(variant.get("net", {}).get("teacher_forced_levels")))
+    return unet, build_method(base, backbone, cover_prepare_batch=prepare, pair_transform=pair, **parts,
                               **method_kwargs(base, crop, **cfg["method_kwargs"].get(name, {})))
 
 

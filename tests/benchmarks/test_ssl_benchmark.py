@@ -231,6 +231,35 @@ class TestMethodsAndWeights(unittest.TestCase):
         self.assertEqual(cover3.network.backbone.size_divisible, full.size_divisible)
         self.assertEqual(len(ssl.build("voco", {**SMOKE, "cover_levels": 3})[1].network.backbone.layers), 5)
 
+    def test_every_variant_trains_its_own_term(self):
+        """Each COVER variant, through its own transform, batch preparation, network and loss, computes the term it
+        adds (the teacher-forced one needs the true field passed to its head) and its gradient reaches the
+        BasicUNet's finest block."""
+        from monai.data import list_data_collate
+
+        own_terms = {"cover_hybrid": ("infonce",), "cover_deep_sup": ("levels",), "cover_projector": ("consistency",),
+                     "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual")}
+        self.assertEqual(set(own_terms), set(ssl.VARIANTS))
+        image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
+        for name, own in own_terms.items():
+            torch.manual_seed(0)
+            unet, m = ssl.build(name, SMOKE)
+            m.transform.set_random_state(seed=0)
+            batch = list_data_collate([m.transform({"image": image.clone()}) for _ in range(2)])
+            inputs, targets, args, kwargs = m.prepare_batch(batch)
+            self.assertEqual("ddf" in kwargs, "residual" in own, name)
+            pred = m.network(inputs, *args, **kwargs)  # as SupervisedTrainer calls it
+            terms = m.loss.terms(pred, targets)
+            if name == "cover_projector":  # L_con reads the projected features, (B, 32, *S)
+                self.assertEqual(tuple(pred["projected_a"].shape), (2, 32, 32, 32, 32))
+            self.assertTrue(set(own) <= set(terms), (name, sorted(terms)))
+            self.assertTrue(all(torch.isfinite(v).all() for v in terms.values()), (name, terms))
+            m.loss(pred, targets).backward()
+            finest = unet.upcat_1.parameters()
+            self.assertGreater(sum(p.grad.abs().sum().item() for p in finest if p.grad is not None), 0.0, name)
+            trained = {id(p) for p in m.parameters()}
+            self.assertTrue(all(id(p) in trained for p in m.network.parameters()), name)
+
     def test_init_segmenter_loads_all_but_final_conv(self):
         torch.manual_seed(123)
         state = ssl.make_unet(SMOKE).state_dict()
