@@ -37,8 +37,9 @@ def _load(name: str):
 
 report, ssl_probes, ssl_propagation = _load("report"), _load("ssl_probes"), _load("ssl_propagation")
 
-#: config entries that may differ between merged runs (everything else must be equal)
-RUN_ONLY_KEYS = ("methods",)
+#: config entries that may differ between merged runs (everything else must be equal); of ``variants``, each name
+#: both runs define must have the same definition (a later run may know variants an earlier one did not)
+RUN_ONLY_KEYS = ("methods", "variants")
 
 
 def tracks_of(folder: Path) -> dict[str, Path]:
@@ -71,6 +72,11 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
                 raise ValueError(f"ssl_merge: {names[0]} and {name} differ in config {key!r}: "
                                  f"{base['config'].get(key)!r} vs {other['config'].get(key)!r}; only "
                                  f"{list(RUN_ONLY_KEYS)} may differ.")
+        known, more = base["config"].get("variants", {}), other["config"].get("variants", {})
+        for variant in sorted(set(known) & set(more)):
+            if known[variant] != more[variant]:
+                raise ValueError(f"ssl_merge: {names[0]} and {name} define variant {variant!r} differently: "
+                                 f"{known[variant]!r} vs {more[variant]!r}.")
     merged = {"config": dict(base["config"]), "data": base["data"], "environment": base["environment"],
               "pretrain": {}, "runs": [], "diagnostics": {}, "probes": {}, "propagation": {},
               "sources": names, "timings": {name: r.get("timings", {}) for name, r in zip(names, runs)}}
@@ -107,6 +113,7 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
                 add_records(merged[part].setdefault(init, []), seen_reads.setdefault((part, init), {}), records,
                             fields, init)
     merged["config"]["methods"] = methods
+    merged["config"]["variants"] = {k: v for r in runs for k, v in r["config"].get("variants", {}).items()}
     inits = ["scratch", *methods]
     merged["summary"] = report.summarise(merged["runs"], inits, merged["config"]["ks"])
     return merged, check

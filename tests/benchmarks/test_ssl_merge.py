@@ -77,6 +77,18 @@ def test_runs_of_different_protocols_are_refused():
         merge.merge_results([fake_run(("cover",)), fake_run(("cover_hybrid",), steps=400)], ["a", "b"])
 
 
+def test_runs_may_know_more_variants_but_not_define_one_differently():
+    hybrid = {"loss": {"infonce_weight": 1.0}}
+    a, b = fake_run(("cover",)), fake_run(("cover_hybrid",))
+    a["config"]["variants"] = {"cover_hybrid": hybrid}
+    b["config"]["variants"] = {"cover_hybrid": hybrid, "cover_deep_sup": {"loss": {"level_weights": 1.0}}}
+    merged, _ = merge.merge_results([a, b], ["a", "b"])
+    assert merged["config"]["variants"] == b["config"]["variants"]
+    b["config"]["variants"]["cover_hybrid"] = {"loss": {"infonce_weight": 0.5}}
+    with pytest.raises(ValueError, match=r"a and b define variant 'cover_hybrid' differently: .*1\.0.* vs .*0\.5"):
+        merge.merge_results([a, b], ["a", "b"])
+
+
 def test_command_line_writes_the_variant_tables(tmp_path):
     a = write_suite(tmp_path / "a", fake_run(("cover", "voxel_infonce")))
     b = write_suite(tmp_path / "b", fake_run(("cover_hybrid",)))
