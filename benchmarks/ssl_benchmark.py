@@ -96,6 +96,8 @@ VARIANTS = {"cover_hybrid": {"loss": {"consistency_weight": 0.0, "spread_weight"
             "cover_projector": {"net": {"feature_projector": (64, 32)},
                                 "loss": {"features_a_key": "projected_a", "features_b_key": "projected_b"}},
             "cover_teacher_forced": {"net": {"teacher_forced_levels": 2}, "loss": {"residual_weight": 1.0}}}
+#: the paper's objective (L_vec + L_con, no spread term) with the suite's head and learning rate
+VARIANTS["cover_paper"] = {"loss": {"spread_weight": 0.0}}
 #: both displacement signals for the fine levels at once
 VARIANTS["cover_deep_sup_teacher_forced"] = {
     "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},

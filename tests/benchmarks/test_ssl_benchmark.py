@@ -232,13 +232,14 @@ class TestMethodsAndWeights(unittest.TestCase):
         self.assertEqual(len(ssl.build("voco", {**SMOKE, "cover_levels": 3})[1].network.backbone.layers), 5)
 
     def test_every_variant_trains_its_own_term(self):
-        """Each COVER variant, through its own transform, batch preparation, network and loss, computes the term it
-        adds (the teacher-forced one needs the true field passed to its head) and its gradient reaches the
-        BasicUNet's finest block."""
+        """Each COVER variant, through its own transform, batch preparation, network and loss, computes the terms it
+        adds and not the spread term it drops (the teacher-forced heads need the true field passed to them), and its
+        gradient reaches the BasicUNet's finest block."""
         from monai.data import list_data_collate
 
         own_terms = {"cover_hybrid": ("infonce",), "cover_deep_sup": ("levels",), "cover_projector": ("consistency",),
-                     "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual")}
+                     "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual"),
+                     "cover_paper": ()}
         self.assertEqual(set(own_terms), set(ssl.VARIANTS))
         image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
         for name, own in own_terms.items():
@@ -253,6 +254,7 @@ class TestMethodsAndWeights(unittest.TestCase):
             if name == "cover_projector":  # L_con reads the projected features, (B, 32, *S)
                 self.assertEqual(tuple(pred["projected_a"].shape), (2, 32, 32, 32, 32))
             self.assertTrue(set(own) <= set(terms), (name, sorted(terms)))
+            self.assertEqual("spread" in terms, name not in ("cover_hybrid", "cover_paper"), name)
             self.assertTrue(all(torch.isfinite(v).all() for v in terms.values()), (name, terms))
             m.loss(pred, targets).backward()
             finest = unet.upcat_1.parameters()
