@@ -36,6 +36,7 @@ def _load(name: str):
 
 
 report, ssl_probes, ssl_propagation = _load("report"), _load("ssl_probes"), _load("ssl_propagation")
+ssl_study = _load("ssl_study")
 
 #: config entries that may differ between merged runs (everything else must be equal); of ``variants``, each name
 #: both runs define must have the same definition (a later run may know variants an earlier one did not)
@@ -120,9 +121,11 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
 
 
 def variant_lines(results: dict) -> list[str]:
-    """Markdown: for every COVER variant (a method whose name starts with ``cover``), fine-tuning and probes minus
-    every other init, paired by seed; then the propagation table and the pretext metrics."""
-    cfg, lines = results["config"], []
+    """Markdown: every init minus the default COVER in one table (``ssl_study.py``); for every COVER variant (a
+    method whose name starts with ``cover``), fine-tuning and probes minus every other init, paired by seed; then
+    the propagation table and the pretext metrics."""
+    cfg = results["config"]
+    lines = [*ssl_study.study_lines(results), ""] if "cover" in cfg["methods"] else []
     ks, cols = cfg["ks"], [str(k) for k in cfg["ks"]] + (["all"] if len(cfg["ks"]) > 1 else [])
     for ref in [m for m in cfg["methods"] if m.startswith("cover")]:
         comps = report.comparisons(results["runs"], ks, ref=ref)

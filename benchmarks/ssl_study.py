@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One table for a variant study: every initialisation of a (merged) ``ssl_benchmark.py`` run minus the default
+COVER, one number per read-out, paired by seed.
+
+Each read-out is first averaged within a seed over what the seed repeats (the ``k`` of fine-tuning and probes, the
+distances of propagation), then the per-seed differences are bootstrapped with
+:func:`monai_cover.metrics.paired_bootstrap`: fine-tuning over its seeds, probes over (pretraining seed, probe seed)
+pairs, propagation and the pretext metrics over pretraining seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from monai_cover.metrics import paired_bootstrap
+
+#: (column, title): probe read-outs as ``probe/levels``
+PROBES = (("linear/finest", "linear probe, finest"), ("linear/concat", "linear probe, hypercolumn"),
+          ("knn/finest", "kNN, finest"))
+#: pretext metrics at the end of pretraining (higher is better for local_w3, lower for epe_ratio)
+PRETEXT = (("local_w3", "local correspondence w3"), ("epe_ratio", "EPE / EPE(zero)"))
+
+
+def _per_seed(records: Sequence[dict], seed_fields: tuple[str, ...], **match) -> dict[tuple, float]:
+    """``{seed key: mean dice_mean}`` of the records matching ``match``, averaged over everything else."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        if all(r.get(f) == v for f, v in match.items()):
+            groups.setdefault(tuple(r[f] for f in seed_fields), []).append(r["dice_mean"])
+    return {key: float(np.mean(v)) for key, v in groups.items()}
+
+
+def _paired(mine: dict, theirs: dict) -> dict | None:
+    keys = sorted(set(mine) & set(theirs))
+    return paired_bootstrap([mine[k] for k in keys], [theirs[k] for k in keys]) if keys else None
+
+
+def _finetuning(runs: Sequence[dict], init: str, ks: Sequence[int]) -> dict[tuple, float]:
+    """Per fine-tuning seed, the mean Dice over ``ks`` (seeds that have every ``k``)."""
+    per = {}
+    for seed in {r["seed"] for r in runs if r["init"] == init}:
+        values = [r["dice_mean"] for r in runs if r["init"] == init and r["seed"] == seed and r["k"] in ks]
+        if len(values) == len(ks):
+            per[(seed,)] = float(np.mean(values))
+    return per
+
+
+def _pretext(pretrain: dict, init: str, metric: str) -> dict[tuple, float]:
+    return {(seed,): run["curve"][-1][metric] for seed, run in pretrain.get(init, {}).items()
+            if run.get("curve") and metric in run["curve"][-1]}
+
+
+def study_table(results: dict, base: str = "cover") -> dict[str, dict[str, dict | None]]:
+    """``{init: {column: paired_bootstrap(init, base) or None}}`` for every init but ``base`` (scratch first):
+    columns ``finetuning``, the :data:`PROBES`, ``propagation/features`` (the finest features' windowed nearest
+    neighbours), ``propagation/field`` (COVER variants' predicted fields, against the base's) and the
+    :data:`PRETEXT` metrics. ``None`` where either side lacks the read-out."""
+    cfg = results["config"]
+    inits = [i for i in ["scratch", *cfg["methods"]] if i != base]
+    probes, prop, pretrain = results.get("probes", {}), results.get("propagation", {}), results.get("pretrain", {})
+    table: dict[str, dict[str, dict | None]] = {}
+    for init in inits:
+        row = {"finetuning": _paired(_finetuning(results["runs"], init, cfg["ks"]),
+                                     _finetuning(results["runs"], base, cfg["ks"]))}
+        for column, _ in PROBES:
+            probe, levels = column.split("/")
+            fields, match = ("seed", "probe_seed"), dict(probe=probe, levels=levels)
+            row[column] = _paired(_per_seed(probes.get(init, []), fields, **match),
+                                  _per_seed(probes.get(base, []), fields, **match))
+        for route in ("features", "field"):
+            row[f"propagation/{route}"] = _paired(_per_seed(prop.get(init, []), ("seed",), route=route),
+                                                  _per_seed(prop.get(base, []), ("seed",), route=route))
+        for metric, _ in PRETEXT:
+            row[metric] = _paired(_pretext(pretrain, init, metric), _pretext(pretrain, base, metric))
+        table[init] = row
+    return table
+
+
+def _cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    sure = c["low"] > 0 or c["high"] < 0
+    text = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({c['ahead']}/{c['n']})"
+    return f"**{text}**" if sure else text
+
+
+def study_lines(results: dict, base: str = "cover") -> list[str]:
+    """Markdown: :func:`study_table` with a short legend."""
+    table = study_table(results, base)
+    columns = [("finetuning", "fine-tuning, mean over k"), *[(c, t + ", mean over k") for c, t in PROBES],
+               ("propagation/features", "propagation, features"), ("propagation/field", "propagation, field"),
+               *PRETEXT]
+    lines = [f"### Every init minus `{base}`, one number per read-out", "",
+             "Mean paired difference [95 % bootstrap interval] (pairs where the row is ahead / pairs); bold: the "
+             "interval excludes 0. Fine-tuning: per seed, mean over k; probes: per (pretraining seed, probe seed), "
+             "mean over k; propagation: per pretraining seed, mean over distances; pretext metrics: per pretraining "
+             "seed at its last step (for EPE / EPE(zero) lower is better).", "",
+             "| init | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for init, row in table.items():
+        lines.append(f"| {init} | " + " | ".join(_cell(row[c]) for c, _ in columns) + " |")
+    return lines

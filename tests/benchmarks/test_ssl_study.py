@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: Apache-2.0
+"""benchmarks/ssl_study.py: every init minus the default COVER, per read-out, averaged within a seed and paired by
+seed, on constructed results whose differences are known."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("ssl_study", ROOT / "benchmarks" / "ssl_study.py")
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+SEEDS, KS = (0, 1, 2), (1, 2)
+#: offset of each init from the default COVER, per seed (the variant is behind at seed 0 only)
+OFFSET = {"cover": lambda s: 0.0, "cover_x": lambda s: 0.03 * s - 0.01, "scratch": lambda s: -0.2}
+
+
+def results() -> dict:
+    def dice(init, seed, k):  # k shifts every init alike: it must cancel in the paired differences
+        return 0.5 + 0.05 * k + OFFSET[init](seed)
+
+    runs = [{"init": i, "k": k, "seed": s, "dice_mean": dice(i, s, k)} for i in OFFSET for k in KS for s in SEEDS]
+    probes = {i: [{"probe": probe, "levels": levels, "k": k, "seed": s, "probe_seed": p,
+                   "dice_mean": dice(i, s, k) + (0.1 if probe == "knn" else 0.0) + 0.01 * p}
+                  for probe, levels in (("linear", "finest"), ("linear", "concat"), ("knn", "finest"))
+                  for k in KS for s in SEEDS for p in range(2)] for i in OFFSET}
+    propagation = {i: [{"route": "features", "distance": d, "seed": s, "dice_mean": dice(i, s, 1) - 0.01 * d}
+                       for d in (1, 2) for s in SEEDS] for i in OFFSET}
+    for i in ("cover", "cover_x"):  # only COVER heads propagate through a field; the variant's is 0.05 better
+        propagation[i] += [{"route": "field", "distance": 1, "seed": s, "dice_mean": 0.7 + (i == "cover_x") * 0.05}
+                           for s in SEEDS]
+    pretrain = {i: {str(s): {"curve": [{"step": 0, "local_w3": 0.2, "epe_ratio": 0.9},
+                                       {"step": 200, "local_w3": 0.3 + (i == "cover_x") * 0.02 * s,
+                                        "epe_ratio": 0.5 + (i == "cover_x") * 0.1}]} for s in SEEDS}
+                for i in ("cover", "cover_x")}
+    return {"config": {"methods": ["cover", "cover_x"], "ks": list(KS)}, "runs": runs, "probes": probes,
+            "propagation": propagation, "pretrain": pretrain}
+
+
+def test_every_read_out_is_paired_by_seed_against_the_default():
+    table = study.study_table(results())
+    assert list(table) == ["scratch", "cover_x"]
+    x = table["cover_x"]
+    # per seed -0.01, +0.02, +0.05: mean +0.02, ahead at 2 of 3 seeds, the same through every read-out
+    for column in ("finetuning", "linear/finest", "linear/concat", "knn/finest", "propagation/features"):
+        assert x[column]["mean"] == pytest.approx(0.02), column
+        assert -0.01 - 1e-9 <= x[column]["low"] < 0.02 < x[column]["high"] <= 0.05 + 1e-9, column
+    assert (x["finetuning"]["ahead"], x["finetuning"]["n"]) == (2, 3)
+    assert (x["linear/finest"]["ahead"], x["linear/finest"]["n"]) == (4, 6)  # (pretraining, probe) seed pairs
+    assert x["propagation/field"]["mean"] == pytest.approx(0.05) and x["propagation/field"]["n"] == 3
+    assert x["local_w3"]["mean"] == pytest.approx(0.02) and x["epe_ratio"]["mean"] == pytest.approx(0.1)
+    s = table["scratch"]
+    assert s["finetuning"]["mean"] == pytest.approx(-0.2) and s["finetuning"]["ahead"] == 0
+    assert s["propagation/field"] is None and s["local_w3"] is None  # no head, no pretraining
+
+
+def test_incomplete_seeds_are_left_out_and_the_table_marks_sure_differences():
+    r = results()
+    r["runs"] = [x for x in r["runs"] if not (x["init"] == "cover_x" and x["seed"] == 0 and x["k"] == 2)]
+    table = study.study_table(r)
+    assert table["cover_x"]["finetuning"]["n"] == 2  # seed 0 lacks k = 2
+    assert table["cover_x"]["finetuning"]["mean"] == pytest.approx(0.035)
+    lines = study.study_lines(r)
+    scratch = next(line for line in lines if line.startswith("| scratch |"))
+    assert "**-0.200 [-0.200, -0.200] (0/3)**" in scratch  # the interval excludes 0: bold
+    variant = next(line for line in lines if line.startswith("| cover_x |"))
+    assert "| +0.020 [-0.010, +0.050] (2/3) |" in variant  # propagation, features: 3 seeds, not sure
