@@ -38,3 +38,37 @@ def test_interval_holds_the_mean_and_narrows_with_seeds():
         paired_bootstrap([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap([1.0], [1.0], level=1.0)
+
+
+def test_groups_keep_the_variance_between_pretrainings():
+    # 3 pretrainings x 10 probe seeds: each pretraining shifts all of its probes alike (0, 0.04, 0.08), no probe noise
+    shift = np.repeat([0.0, 0.04, 0.08], 10)
+    groups = np.repeat([0, 1, 2], 10)
+    flat, nested = paired_bootstrap(shift, np.zeros(30)), paired_bootstrap(shift, np.zeros(30), groups=groups)
+    assert flat["mean"] == pytest.approx(0.04) and nested["mean"] == pytest.approx(0.04)
+    # 30 pairs taken as independent: about 0.04 +- 1.96 * 0.033 / sqrt(30)
+    assert 0.025 < flat["low"] < 0.035 and 0.045 < flat["high"] < 0.055
+    # only 3 pretrainings: all three drawn from the first (or the last) has probability 1/27 > 2.5 %
+    assert nested["low"] == pytest.approx(0.0, abs=1e-12) and nested["high"] == pytest.approx(0.08, abs=1e-12)
+    assert (nested["groups"], nested["groups_ahead"], nested["ahead"], nested["n"]) == (3, 2, 20, 30)
+    assert "groups" not in flat
+
+
+def test_groups_of_one_match_the_flat_bootstrap():
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0.01, 0.05, 40)
+    flat = paired_bootstrap(diff, np.zeros(40))
+    singletons = paired_bootstrap(diff, np.zeros(40), groups=[f"s{i}" for i in range(40)])
+    assert singletons["mean"] == pytest.approx(flat["mean"])
+    assert singletons["high"] - singletons["low"] == pytest.approx(flat["high"] - flat["low"], rel=0.1)
+    assert singletons["groups_ahead"] == singletons["ahead"] == flat["ahead"]
+
+
+def test_unequal_groups_and_bad_labels():
+    diff = np.array([0.1, 0.1, 0.1, -0.2])  # group "a" has three pairs, "b" one
+    out = paired_bootstrap(diff, np.zeros(4), groups=["a", "a", "a", "b"])
+    assert out["mean"] == pytest.approx(0.025)  # every pair weighs alike, as without groups
+    assert (out["groups"], out["groups_ahead"]) == (2, 1)
+    assert out["low"] == pytest.approx(-0.2) and out["high"] == pytest.approx(0.1)  # "b" twice / "a" twice
+    with pytest.raises(ValueError, match="one label per pair"):
+        paired_bootstrap(diff, np.zeros(4), groups=["a", "b"])
