@@ -429,6 +429,15 @@ def finish(out: str | Path, results: dict, started: float) -> Path:
     return path
 
 
+def pretraining_seed(cfg: dict, seed: int) -> int:
+    """The pretraining behind fine-tuning seed ``seed``: ``cfg["pretrain_seeds"]`` in turn (more fine-tuning seeds
+    than pretrainings), else ``seed`` itself (``pretrain_per_seed``) or the first seed."""
+    if cfg.get("pretrain_seeds"):
+        pre = [int(s) for s in cfg["pretrain_seeds"]]
+        return pre[list(cfg["seeds"]).index(seed) % len(pre)]
+    return seed if cfg["pretrain_per_seed"] else cfg["seeds"][0]
+
+
 def pretraining_note(cfg: dict) -> str:
     """How the fine-tuning seeds map to pretrainings."""
     if cfg.get("pretrain_seeds"):

@@ -73,6 +73,7 @@ _spec = importlib.util.spec_from_file_location("ssl_training", ROOT / "benchmark
 training = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(training)
 _load_script, report, _data, _probes = training.load_script, training.report, training._data, training._probes
+pretraining_seed = report.pretraining_seed
 loader_chains, load_pool_and_task, draw_patches = _data.loader_chains, _data.load_pool_and_task, _data.draw_patches
 PretextSamples, patch_batches, BUNDLE_CONFIG = _data.PretextSamples, _data.patch_batches, _data.BUNDLE_CONFIG
 LABEL_NAMES, N_CLASSES = training.LABEL_NAMES, training.N_CLASSES
@@ -155,6 +156,8 @@ SUITES = {"medium": {"2d": "medium_2d", "3d": "medium_3d"}, "smoke_suite": {"2d"
 
 #: command-line options overriding the profile entry of the same name (``--pretrain-steps``): (type, nargs, help)
 OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "seeds (patch draw, head init, batches)"),
+             "pretrain_seeds": (int, "+", "pretraining seeds, read by the fine-tuning seeds in turn (more seeds "
+                                "for a study: --pretrain-seeds 3 4 5 --seeds 5 6 7 8 9, merged with ssl_merge.py)"),
              "pretrain_steps": (int, None, None), "ft_steps": (int, None, None), "ft_lr": (float, None, None),
              "lr": (float, None, "pretraining lr (all methods)"),
              "workers": (int, None, "DataLoader workers for the pretext transforms"),
@@ -200,13 +203,15 @@ def make_config(args: argparse.Namespace, profile: str | None = None) -> dict:
     return cfg
 
 
-def pretraining_seed(cfg: dict, seed: int) -> int:
-    """The pretraining behind fine-tuning seed ``seed``: ``cfg["pretrain_seeds"]`` in turn (more fine-tuning seeds
-    than pretrainings), else ``seed`` itself (``pretrain_per_seed``) or the first seed."""
-    if cfg.get("pretrain_seeds"):
-        pre = [int(s) for s in cfg["pretrain_seeds"]]
-        return pre[cfg["seeds"].index(seed) % len(pre)]
-    return seed if cfg["pretrain_per_seed"] else cfg["seeds"][0]
+def seed_plan(cfg: dict) -> list[tuple[int, int, bool]]:
+    """``(fine-tuning seed, its pretraining seed, first)`` in run order; ``first``: the first seed to read that
+    pretraining, which also runs its probes and propagation (once per pretraining, tagged with its seed)."""
+    plan, seen = [], set()
+    for seed in cfg["seeds"]:
+        pre = pretraining_seed(cfg, seed)
+        plan.append((seed, pre, pre not in seen))
+        seen.add(pre)
+    return plan
 
 
 def curve_images(cfg: dict, pool: list, task: dict) -> tuple[list, str]:
@@ -239,8 +244,7 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
                  "labels": LABEL_NAMES, "data_dir": str(data_dir), "curve_pairs": val_note,
                  "loader": f"{BUNDLE_CONFIG.relative_to(ROOT)}#loader_transforms"}}
     states: dict[tuple[str, int], tuple] = {}  # (init, pretraining seed) -> (backbone state, CoverNet state)
-    for seed in cfg["seeds"]:
-        pre_seed = pretraining_seed(cfg, seed)
+    for seed, pre_seed, first in seed_plan(cfg):
         for method in cfg["methods"]:
             if (method, pre_seed) not in states:
                 log(f"pretraining {method} (seed {pre_seed})")
@@ -252,20 +256,20 @@ def run_profile(cfg: dict, data_dir: Path, out: Path, device, log) -> Path:
         states[("scratch", pre_seed)] = (None, None)
         boxes = draw_patches(task["train_label"], patch_shape(cfg), max(cfg["ks"]), seed)
         for init in ("scratch", *cfg["methods"]):
-            (state, net), first = states[(init, pre_seed)], seed == pre_seed  # read-outs once per pretraining
+            state, net = states[(init, pre_seed)]
             results["diagnostics"].setdefault(init, {})[str(seed)] = diagnostics(cfg, state, task, seed, device)
             if cfg.get("probe_seeds") and first:
                 results.setdefault("probes", {}).setdefault(init, []).extend(
-                    frozen_probes(cfg, state, task, seed, device))
+                    frozen_probes(cfg, state, task, pre_seed, device))
             if cfg.get("propagation") and first:
                 t = time.time()
                 results.setdefault("propagation", {}).setdefault(init, []).extend(
-                    propagation(cfg, init, state, net, task, seed, device))
+                    propagation(cfg, init, state, net, task, pre_seed, device))
                 results["timings"]["propagation_seconds"] = results["timings"].get("propagation_seconds", 0) + (
                     time.time() - t)
             for k in cfg["ks"]:
                 r = finetune_and_evaluate(cfg, state, task, boxes[:k], seed, device, amp)
-                r.update(init=init, k=k, seed=seed, patches=[list(b) for b in boxes[:k]])
+                r.update(init=init, k=k, seed=seed, pretrain_seed=pre_seed, patches=[list(b) for b in boxes[:k]])
                 results["runs"].append(r)
                 log(f"  {init:>13} seed {seed} k={k}: Dice {r['dice_mean']:.4f} "
                     f"{ {c: round(v, 3) for c, v in r['dice'].items()} } (ft {r['ft_seconds']:.0f} s)")

@@ -39,8 +39,9 @@ report, ssl_probes, ssl_propagation = _load("report"), _load("ssl_probes"), _loa
 ssl_study = _load("ssl_study")
 
 #: config entries that may differ between merged runs (everything else must be equal); of ``variants``, each name
-#: both runs define must have the same definition (a later run may know variants an earlier one did not)
-RUN_ONLY_KEYS = ("methods", "variants")
+#: both runs define must have the same definition (a later run may know variants an earlier one did not); a run with
+#: other ``seeds`` / ``pretrain_seeds`` adds seeds (its fine-tuning records keep the pretraining they read)
+RUN_ONLY_KEYS = ("methods", "variants", "seeds", "pretrain_seeds")
 
 
 def tracks_of(folder: Path) -> dict[str, Path]:
@@ -105,7 +106,10 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
             kept = merged["pretrain"].setdefault(method, {})
             for seed, run in per_seed.items():
                 kept.setdefault(seed, run)
-        add_records(merged["runs"], seen_runs, results["runs"], ("init", "k", "seed"))
+        cfg = results["config"]
+        runs_read = [{**r, "pretrain_seed": r.get("pretrain_seed", report.pretraining_seed(cfg, r["seed"]))}
+                     for r in results["runs"]]
+        add_records(merged["runs"], seen_runs, runs_read, ("init", "k", "seed"))
         for init, per_seed in results.get("diagnostics", {}).items():
             merged["diagnostics"].setdefault(init, {}).update(per_seed)
         for part, fields in (("probes", ("probe", "levels", "k", "seed", "probe_seed")),
@@ -114,6 +118,9 @@ def merge_results(runs: list[dict], names: list[str]) -> tuple[dict, dict]:
                 add_records(merged[part].setdefault(init, []), seen_reads.setdefault((part, init), {}), records,
                             fields, init)
     merged["config"]["methods"] = methods
+    for key in ("seeds", "pretrain_seeds"):  # every run's seeds, in order of first appearance
+        if any(r["config"].get(key) for r in runs):
+            merged["config"][key] = list(dict.fromkeys(s for r in runs for s in r["config"].get(key) or []))
     merged["config"]["variants"] = {k: v for r in runs for k, v in r["config"].get("variants", {}).items()}
     inits = ["scratch", *methods]
     merged["summary"] = report.summarise(merged["runs"], inits, merged["config"]["ks"])

@@ -5,16 +5,25 @@ COVER, one number per read-out, paired by seed.
 Each read-out is first averaged within a seed over what the seed repeats (the ``k`` of fine-tuning and probes, the
 distances of propagation), then the per-seed differences are bootstrapped with
 :func:`monai_cover.metrics.paired_bootstrap`: fine-tuning over its seeds, probes over (pretraining seed, probe seed)
-pairs, propagation and the pretext metrics over pretraining seeds.
+pairs, propagation and the pretext metrics over pretraining seeds. Fine-tuning and probe seeds are nested in the
+pretrainings they read (5 fine-tuning seeds on 3 pretrainings, 10 probe seeds on each), so their intervals are
+two-stage: pretrainings first, then the seeds within each. The interval then holds what another pretraining seed
+would change, not only another draw of labelled patches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from monai_cover.metrics import paired_bootstrap
+
+_spec = importlib.util.spec_from_file_location("report", Path(__file__).resolve().parent / "report.py")
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
 
 #: (column, title): probe read-outs as ``probe/levels``
 PROBES = (("linear/finest", "linear probe, finest"), ("linear/concat", "linear probe, hypercolumn"),
@@ -32,18 +41,25 @@ def _per_seed(records: Sequence[dict], seed_fields: tuple[str, ...], **match) ->
     return {key: float(np.mean(v)) for key, v in groups.items()}
 
 
-def _paired(mine: dict, theirs: dict) -> dict | None:
+def _paired(mine: dict, theirs: dict, group: Callable[[tuple], object] | None = None) -> dict | None:
+    """:func:`paired_bootstrap` over the seed keys both sides have; ``group(key)`` names the pretraining a key's
+    seed is nested in (a two-stage bootstrap), ``None``: the keys are independent."""
     keys = sorted(set(mine) & set(theirs))
-    return paired_bootstrap([mine[k] for k in keys], [theirs[k] for k in keys]) if keys else None
+    if not keys:
+        return None
+    groups = [group(k) for k in keys] if group else None
+    return paired_bootstrap([mine[k] for k in keys], [theirs[k] for k in keys], groups=groups)
 
 
-def _finetuning(runs: Sequence[dict], init: str, ks: Sequence[int]) -> dict[tuple, float]:
-    """Per fine-tuning seed, the mean Dice over ``ks`` (seeds that have every ``k``)."""
+def _finetuning(runs: Sequence[dict], init: str, cfg: dict) -> dict[tuple, float]:
+    """``{(pretraining seed, fine-tuning seed): mean Dice over the ks}`` (seeds that have every ``k``); the
+    pretraining is the record's ``pretrain_seed`` (older records: :func:`report.pretraining_seed`)."""
     per = {}
     for seed in {r["seed"] for r in runs if r["init"] == init}:
-        values = [r["dice_mean"] for r in runs if r["init"] == init and r["seed"] == seed and r["k"] in ks]
-        if len(values) == len(ks):
-            per[(seed,)] = float(np.mean(values))
+        mine = [r for r in runs if r["init"] == init and r["seed"] == seed and r["k"] in cfg["ks"]]
+        if len(mine) == len(cfg["ks"]):
+            pre = mine[0].get("pretrain_seed", report.pretraining_seed(cfg, seed))
+            per[(pre, seed)] = float(np.mean([r["dice_mean"] for r in mine]))
     return per
 
 
@@ -62,13 +78,13 @@ def study_table(results: dict, base: str = "cover") -> dict[str, dict[str, dict 
     probes, prop, pretrain = results.get("probes", {}), results.get("propagation", {}), results.get("pretrain", {})
     table: dict[str, dict[str, dict | None]] = {}
     for init in inits:
-        row = {"finetuning": _paired(_finetuning(results["runs"], init, cfg["ks"]),
-                                     _finetuning(results["runs"], base, cfg["ks"]))}
+        row = {"finetuning": _paired(_finetuning(results["runs"], init, cfg), _finetuning(results["runs"], base, cfg),
+                                     group=lambda key: key[0])}
         for column, _ in PROBES:
             probe, levels = column.split("/")
             fields, match = ("seed", "probe_seed"), dict(probe=probe, levels=levels)
             row[column] = _paired(_per_seed(probes.get(init, []), fields, **match),
-                                  _per_seed(probes.get(base, []), fields, **match))
+                                  _per_seed(probes.get(base, []), fields, **match), group=lambda key: key[0])
         for route in ("features", "field"):
             row[f"propagation/{route}"] = _paired(_per_seed(prop.get(init, []), ("seed",), route=route),
                                                   _per_seed(prop.get(base, []), ("seed",), route=route))
@@ -82,7 +98,8 @@ def _cell(c: dict | None) -> str:
     if c is None:
         return "-"
     sure = c["low"] > 0 or c["high"] < 0
-    text = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({c['ahead']}/{c['n']})"
+    ahead = f"{c['ahead']}/{c['n']}" + (f"; {c['groups_ahead']}/{c['groups']} pretrainings" if "groups" in c else "")
+    text = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] ({ahead})"
     return f"**{text}**" if sure else text
 
 
@@ -93,10 +110,12 @@ def study_lines(results: dict, base: str = "cover") -> list[str]:
                ("propagation/features", "propagation, features"), ("propagation/field", "propagation, field"),
                *PRETEXT]
     lines = [f"### Every init minus `{base}`, one number per read-out", "",
-             "Mean paired difference [95 % bootstrap interval] (pairs where the row is ahead / pairs); bold: the "
-             "interval excludes 0. Fine-tuning: per seed, mean over k; probes: per (pretraining seed, probe seed), "
-             "mean over k; propagation: per pretraining seed, mean over distances; pretext metrics: per pretraining "
-             "seed at its last step (for EPE / EPE(zero) lower is better).", "",
+             "Mean paired difference [95 % bootstrap interval] (pairs where the row is ahead / pairs; pretrainings "
+             "where it is ahead on average / pretrainings); bold: the interval excludes 0. Fine-tuning: per seed, "
+             "mean over k; probes: per (pretraining seed, probe seed), mean over k; both two-stage (pretrainings, "
+             "then the seeds nested in each), so the interval holds the pretraining's variance; propagation: per "
+             "pretraining seed, mean over distances; pretext metrics: per pretraining seed at its last step (for "
+             "EPE / EPE(zero) lower is better).", "",
              "| init | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for init, row in table.items():
         lines.append(f"| {init} | " + " | ".join(_cell(row[c]) for c, _ in columns) + " |")

@@ -68,6 +68,15 @@ class TestConfig(unittest.TestCase):
             self.assertGreater(cfg["curve_points"], 0)
             # fine-tuning seeds 0-4 read pretrainings 0, 1, 2, 0, 1: every pretraining is used
             self.assertEqual([ssl.pretraining_seed(cfg, s) for s in cfg["seeds"]], [0, 1, 2, 0, 1])
+            self.assertEqual(ssl.seed_plan(cfg), [(0, 0, True), (1, 1, True), (2, 2, True), (3, 0, False),
+                                                  (4, 1, False)])
+        # more seeds for a study: new pretrainings, each read first by a fine-tuning seed of another number
+        more = ssl.make_config(ssl.parse_args(["--medium-3d", "--out", "x", "--pretrain-seeds", "3", "4", "5",
+                                               "--seeds", "5", "6", "7", "8", "9"]))
+        self.assertEqual(ssl.seed_plan(more), [(5, 3, True), (6, 4, True), (7, 5, True), (8, 3, False),
+                                               (9, 4, False)])
+        once = ssl.make_config(ssl.parse_args(["--smoke", "--out", "x", "--seeds", "2", "3", "--pretrain-once"]))
+        self.assertEqual(ssl.seed_plan(once), [(2, 2, True), (3, 2, False)])
         self.assertEqual(ssl.crop_shape(cfgs["2d"]), (96, 96))
         self.assertEqual(ssl.patch_shape(cfgs["2d"]), (96, 96, 1))  # one slice of the (1, X, Y, Z) stack
         self.assertEqual(ssl.cover_levels(cfgs["2d"]), 4)  # matched to 96^2, as the pretext study's default
@@ -354,6 +363,7 @@ class TestSSLBenchmarkSmoke(unittest.TestCase):
                 self.assertLessEqual(v, 1.0)
             self.assertAlmostEqual(run["dice_mean"], sum(run["dice"].values()) / 3, places=6)
             self.assertEqual(len(run["patches"]), run["k"])
+            self.assertEqual(run["pretrain_seed"], ssl.pretraining_seed(cfg, run["seed"]))  # what it read
             self.assertTrue(math.isfinite(run["final_train_loss"]))
         # identical labelled patches for every initialisation at a given seed and k
         for k in cfg["ks"]:

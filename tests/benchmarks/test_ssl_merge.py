@@ -21,7 +21,7 @@ _spec.loader.exec_module(merge)
 SEEDS, KS = (0, 1, 2), (1, 2)
 #: mean Dice of every (init, k, seed): scratch 0.5, cover 0.6, voxel_infonce 0.55, cover_hybrid 0.6 + 0.01 * seed
 DICE = {"scratch": lambda s: 0.5, "cover": lambda s: 0.6, "voxel_infonce": lambda s: 0.55,
-        "cover_hybrid": lambda s: 0.6 + 0.01 * s}
+        "cover_hybrid": lambda s: 0.6 + 0.01 * s, "cover_x": lambda s: 0.6}
 
 
 def fake_run(methods: tuple[str, ...], scratch_offset: float = 0.0, steps: int = 200) -> dict:
@@ -43,7 +43,7 @@ def fake_run(methods: tuple[str, ...], scratch_offset: float = 0.0, steps: int =
     pretrain = {m: {str(s): {"losses": [2.0, 1.0], "seconds": 1.0, "terms": {}, "curve": curve} for s in SEEDS}
                 for m in methods}
     return {"config": {"profile": "medium_2d", "methods": list(methods), "ks": list(KS), "seeds": list(SEEDS),
-                       "pretrain_steps": steps},
+                       "pretrain_steps": steps, "pretrain_per_seed": True},
             "data": {}, "environment": {}, "pretrain": pretrain, "runs": runs, "probes": probes,
             "propagation": propagation, "diagnostics": {}, "timings": {"total_seconds": 60.0}}
 
@@ -87,6 +87,33 @@ def test_runs_may_know_more_variants_but_not_define_one_differently():
     b["config"]["variants"]["cover_hybrid"] = {"loss": {"infonce_weight": 0.5}}
     with pytest.raises(ValueError, match=r"a and b define variant 'cover_hybrid' differently: .*1\.0.* vs .*0\.5"):
         merge.merge_results([a, b], ["a", "b"])
+
+
+def test_a_run_with_more_seeds_adds_pretrainings_and_keeps_what_each_seed_read():
+    # run a: fine-tuning seeds 0-2 on pretrainings [0, 1] (seed 2 reads 0); run b: seeds 5-7 on [3, 4] (7 reads 3)
+    a, b = fake_run(("cover", "cover_x")), fake_run(("cover", "cover_x"))
+    a["config"]["pretrain_seeds"] = [0, 1]
+    b["config"].update(seeds=[5, 6, 7], pretrain_seeds=[3, 4])
+    for rec in b["runs"]:
+        rec["seed"] += 5
+    for run, shift in ((a, 0), (b, 3)):  # read-outs once per pretraining, tagged with it
+        for part in ("probes", "propagation"):
+            run[part] = {i: [{**r, "seed": r["seed"] + shift} for r in recs if r["seed"] < 2]
+                         for i, recs in run[part].items()}
+    gain = {0: 0.02, 1: 0.04, 3: -0.01, 4: 0.01}  # cover_x minus cover, set by the pretraining alone
+    for run in (a, b):
+        for rec in run["runs"]:
+            if rec["init"] == "cover_x":
+                rec["dice_mean"] = 0.6 + gain[merge.report.pretraining_seed(run["config"], rec["seed"])]
+    merged, check = merge.merge_results([a, b], ["a", "b"])
+    assert merged["config"]["seeds"] == [0, 1, 2, 5, 6, 7] and merged["config"]["pretrain_seeds"] == [0, 1, 3, 4]
+    assert check["repeated"] == 0  # no seed in both runs
+    assert sorted({r["seed"] for r in merged["probes"]["cover_x"]}) == [0, 1, 3, 4]
+    read = {r["seed"]: r["pretrain_seed"] for r in merged["runs"] if r["init"] == "cover_x"}
+    assert read == {0: 0, 1: 1, 2: 0, 5: 3, 6: 4, 7: 3}  # from each run's own config, not the merged one
+    fine = merge.ssl_study.study_table(merged)["cover_x"]["finetuning"]
+    assert fine["n"] == 6 and fine["groups"] == 4 and fine["groups_ahead"] == 3
+    assert fine["mean"] == pytest.approx((0.02 + 0.04 + 0.02 - 0.01 + 0.01 - 0.01) / 6)
 
 
 def test_command_line_writes_the_variant_tables(tmp_path):

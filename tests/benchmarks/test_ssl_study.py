@@ -37,7 +37,8 @@ def results() -> dict:
                                        {"step": 200, "local_w3": 0.3 + (i == "cover_x") * 0.02 * s,
                                         "epe_ratio": 0.5 + (i == "cover_x") * 0.1}]} for s in SEEDS}
                 for i in ("cover", "cover_x")}
-    return {"config": {"methods": ["cover", "cover_x"], "ks": list(KS)}, "runs": runs, "probes": probes,
+    config = {"methods": ["cover", "cover_x"], "ks": list(KS), "seeds": list(SEEDS), "pretrain_per_seed": True}
+    return {"config": config, "runs": runs, "probes": probes,
             "propagation": propagation, "pretrain": pretrain}
 
 
@@ -69,3 +70,24 @@ def test_incomplete_seeds_are_left_out_and_the_table_marks_sure_differences():
     assert "**-0.200 [-0.200, -0.200] (0/3)**" in scratch  # the interval excludes 0: bold
     variant = next(line for line in lines if line.startswith("| cover_x |"))
     assert "| +0.020 [-0.010, +0.050] (2/3) |" in variant  # propagation, features: 3 seeds, not sure
+
+
+def test_seeds_nested_in_a_pretraining_are_resampled_with_it():
+    # 6 fine-tuning seeds on 3 pretrainings (seed s reads pretraining s mod 3); the variant's gain is set by the
+    # pretraining alone: -0.01, +0.02, +0.05. Six seeds taken as independent would give a narrower interval.
+    r = results()
+    r["config"].update(seeds=[0, 1, 2, 3, 4, 5], pretrain_seeds=[0, 1, 2])
+    r["runs"] = [{"init": i, "k": k, "seed": s, "dice_mean": 0.5 + 0.05 * k + OFFSET[i](s % 3)}
+                 for i in OFFSET for k in KS for s in range(6)]
+    x = study.study_table(r)["cover_x"]
+    fine = x["finetuning"]
+    assert fine["mean"] == pytest.approx(0.02) and (fine["groups"], fine["groups_ahead"]) == (3, 2)
+    # all draws from one pretraining (1/27 > 2.5 %): the interval reaches the worst and the best pretraining
+    assert fine["low"] == pytest.approx(-0.01) and fine["high"] == pytest.approx(0.05)
+    flat = study.paired_bootstrap([OFFSET["cover_x"](s % 3) for s in range(6)], [0.0] * 6)
+    assert fine["high"] - fine["low"] > 1.2 * (flat["high"] - flat["low"])
+    # probes: 2 probe seeds on each pretraining, grouped by it
+    assert (x["linear/finest"]["groups"], x["linear/finest"]["groups_ahead"], x["linear/finest"]["n"]) == (3, 2, 6)
+    assert x["linear/finest"]["low"] == pytest.approx(-0.01) and x["linear/finest"]["high"] == pytest.approx(0.05)
+    row = next(line for line in study.study_lines(r) if line.startswith("| cover_x |"))
+    assert "(4/6; 2/3 pretrainings)" in row
