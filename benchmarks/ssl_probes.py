@@ -8,7 +8,7 @@ training slices/volume that the patch draws touch, the evaluation slices/volume)
 draw of the ``k`` labelled patches and of the voxels in them) and every ``k``, a linear probe (ridge) on the finest
 level and on the hypercolumn, and a kNN vote on the finest level, each scored as Dice per class on the whole held-out
 half (kNN: on ``probe_knn_eval_voxels`` voxels drawn from it). :func:`probe_comparisons` pairs two inits by
-(pretraining seed, probe seed) with :func:`monai_cover.metrics.paired_bootstrap`.
+(pretraining seed, probe seed) with :func:`monai_cover.metrics.paired_bootstrap`, pretrainings resampled first.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def probe_table(records: dict[str, list[dict]], ks: Sequence[int]) -> dict:
 
 
 def probe_comparisons(records: dict[str, list[dict]], ref: str = "cover") -> dict:
-    """``ref`` minus each other init, paired by (pretraining seed, probe seed): ``{other: {"probe/levels": {k:
-    paired_bootstrap(...)}}}``."""
+    """``ref`` minus each other init, paired by (pretraining seed, probe seed) and resampled in two stages
+    (pretrainings, then the probe seeds on each): ``{other: {"probe/levels": {k: paired_bootstrap(...)}}}``."""
     if ref not in records:
         return {}
 
@@ -129,16 +129,16 @@ def probe_comparisons(records: dict[str, list[dict]], ref: str = "cover") -> dic
             continue
         theirs, groups = by_pair(recs), {}
         for key in sorted(set(mine) & set(theirs)):
-            groups.setdefault((f"{key[0]}/{key[1]}", key[2]), []).append((mine[key], theirs[key]))
+            groups.setdefault((f"{key[0]}/{key[1]}", key[2]), []).append((mine[key], theirs[key], key[3]))
         for (probe, k), pairs in groups.items():
-            a, b = zip(*pairs)
-            out.setdefault(other, {}).setdefault(probe, {})[k] = paired_bootstrap(a, b)
+            a, b, pretraining = zip(*pairs)
+            out.setdefault(other, {}).setdefault(probe, {})[k] = paired_bootstrap(a, b, groups=pretraining)
     return out
 
 
 def probe_report_lines(records: dict[str, list[dict]], ks: Sequence[int], ref: str = "cover") -> list[str]:
     """Markdown lines: mean Dice of every probe per init and ``k``, and ``ref`` minus every other init with 95 %
-    bootstrap intervals over the (pretraining seed, probe seed) pairs."""
+    two-stage bootstrap intervals over the (pretraining seed, probe seed) pairs."""
     table, comps = probe_table(records, ks), probe_comparisons(records, ref)
     head = ["init", "probe"] + [f"k={k}" for k in ks]
     lines = ["## Frozen-feature probes (backbone frozen; mean Dice over pretraining x probe seeds)", "",
@@ -151,7 +151,8 @@ def probe_report_lines(records: dict[str, list[dict]], ks: Sequence[int], ref: s
                                                             f"(n={cells[k]['n']})" if k in cells else "-" for k in ks])
                          + " |")
     for other, rows in comps.items():
-        lines += ["", f"### {ref} minus {other}: mean [95 % interval] (pairs where {ref} is ahead / pairs)", "",
+        lines += ["", f"### {ref} minus {other}: mean [95 % interval, pretrainings then probe seeds resampled] "
+                      f"(pairs where {ref} is ahead / pairs)", "",
                   "| probe | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
         for probe, cells in rows.items():
             lines.append("| " + " | ".join([probe] + [

@@ -80,6 +80,7 @@ def test_probes_read_what_the_features_say(dims):
     comps = probes.probe_comparisons(records)
     ahead = comps["scratch"]["linear/finest"][2]
     assert ahead["low"] > 0.3 and ahead["n"] == 3 and ahead["ahead"] == 3
+    assert (ahead["groups"], ahead["groups_ahead"]) == (1, 1)  # 3 probe seeds, all on pretraining 0
     same = comps["same"]["knn/finest"][1]
     assert (same["mean"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
     lines = probes.probe_report_lines(records, cfg["ks"])
