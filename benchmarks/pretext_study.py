@@ -12,7 +12,8 @@ regular steps with the library's pretext metrics (``monai_cover.metrics``):
 - ``rank`` / ``cosine``: effective rank and mean pairwise cosine of the finest features (collapse);
 - ``overlap_cos``: cosine of view B's features and view A's warped by the true field (what ``L_con`` trains);
 - ``level_epe`` / ``gain_share``: EPE/zero after each level of the head, coarse to fine, and each level's share of
-  the EPE gain (``monai_cover.metrics.LevelEPEMetric``);
+  the EPE gain (``monai_cover.metrics.LevelEPEMetric``); ``reach_bound``: the largest share the two finest levels
+  could carry on top of the coarser levels as they are, correcting within their reach (``reach_bound()``);
 - ``local_w3_t1`` / ``local_w3_t2``: local correspondence of the finest features, the best match among the pixels
   within 3 (per axis) of the true match lying within 1 / 2 pixels of it;
 - ``grad_share``: where each loss term's gradient lands in the backbone (share of the per-block norms, on the first
@@ -153,6 +154,7 @@ def validation_pairs(track: str, images: list, levels: int, seed: int = 1234) ->
 
 
 def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | None = None) -> dict[str, float]:
+    from monai_cover.ddf import capture_range
     from monai_cover.metrics import (
         CorrespondenceAccuracyMetric,
         DDFEndPointErrorMetric,
@@ -169,7 +171,9 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
         "rank": FeatureCollapseMetric("effective_rank"), "cosine": FeatureCollapseMetric("mean_cosine"),
         "overlap_cos": OverlapCosineMetric(),
     }  # fmt: skip
-    levels = LevelEPEMetric()
+    head = getattr(net, "head", None)
+    fine_reach = capture_range(head.radius, 2) if head is not None and getattr(head, "levels", 0) > 2 else None
+    levels = LevelEPEMetric(reach=fine_reach, reach_levels=2)
     was_training, had_fields = net.training, getattr(net, "return_fields", None)
     net.eval()
     if had_fields is not None:
@@ -188,6 +192,8 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
     if levels.get_buffer()[0] is not None:
         result["level_epe"] = [float(v) for v in levels.aggregate()]
         result["gain_share"] = [float(v) for v in levels.gain_shares()]
+        if fine_reach is not None:
+            result["reach_bound"] = levels.reach_bound()
     if loss is not None and hasattr(loss, "terms"):
         result["grad_share"] = gradient_split(net, loss, pairs[:4])
     return result

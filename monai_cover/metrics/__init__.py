@@ -19,7 +19,7 @@ from .features import (
 from .gradients import backbone_blocks, gradient_shares, term_block_gradient_norms
 from .hypercolumn import hypercolumn, pyramid_at
 from .label_dice import DiceCounts, label_dice
-from .levels import LevelEPEMetric, epe_gain_shares, level_end_point_errors
+from .levels import LevelEPEMetric, epe_gain_shares, level_end_point_errors, reachable_end_point_errors
 from .paired import paired_bootstrap
 from .probes import (
     LinearProbe,
@@ -49,6 +49,7 @@ __all__ = [
     "LevelEPEMetric",
     "epe_gain_shares",
     "level_end_point_errors",
+    "reachable_end_point_errors",
     "backbone_blocks",
     "gradient_shares",
     "term_block_gradient_norms",

@@ -10,6 +10,13 @@ grid (values rescaled to full-resolution voxels) and scored against the true fie
 
 ``r_{L-1}`` is the ratio of the head's output. A share is negative where a level makes the field worse, and the
 shares are not defined (NaN) when the head does no better than zero (``r_{L-1} >= 1``).
+
+How large can the finest levels' share be, given the coarse levels as they are? The ``n`` finest levels of a head of
+radius ``R`` can move the field by at most ``R * (2**n - 1)`` full-resolution voxels per axis
+(:py:func:`monai_cover.ddf.capture_range`). Their best possible work on the residual ``e = ddf_true - up(field)``
+left after the coarser levels is to remove ``clamp(e, -reach, reach)`` per axis (corrections taken as adding up,
+the small-displacement view of composing them), leaving ``r* = sum |e - clamp(e)|_2 / sum |ddf_true|_2``; their share
+could then be at most ``(r_{L-n-1} - r*) / (1 - r*)`` (:py:meth:`LevelEPEMetric.reach_bound`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from monai.metrics import CumulativeIterationMetric
 
 from monai_cover.metrics.ddf import _check_target, _on_grid, _plain, _weighted
 
-__all__ = ["level_end_point_errors", "epe_gain_shares", "LevelEPEMetric"]
+__all__ = ["level_end_point_errors", "reachable_end_point_errors", "epe_gain_shares", "LevelEPEMetric"]
 
 
 def level_end_point_errors(
@@ -57,6 +64,33 @@ def level_end_point_errors(
     return torch.cat(errors, dim=1), zero
 
 
+def reachable_end_point_errors(
+    field: torch.Tensor, target: Mapping[str, torch.Tensor], reach: float
+) -> torch.Tensor:
+    """Per-sample overlap sums of the end-point error left if ``field`` were corrected by the best displacement of at
+    most ``reach`` voxels per axis: ``|e - clamp(e, -reach, reach)|_2`` with ``e = ddf_true - up(field)``.
+
+    Args:
+        field: ``(B, d, *S_l)`` in its own voxels (resampled and rescaled to the true field's grid).
+        target: ``{"ddf": (B, d, *S), "overlap": (B, 1, *S)}``.
+        reach: full-resolution voxels per axis, ``>= 0`` (0: the field's own error).
+
+    Returns:
+        ``(B, 1)`` float64 sums (voxels).
+    """
+    if not float(reach) >= 0:
+        raise ValueError(f"reachable_end_point_errors: reach must be >= 0 voxels, got {reach!r}.")
+    true, overlap = _check_target(target, "reachable_end_point_errors")
+    est = _plain(field)
+    if est.ndim != true.ndim or est.shape[:2] != true.shape[:2]:
+        raise ValueError(f"reachable_end_point_errors: field {tuple(est.shape)} does not match the true ddf "
+                         f"{tuple(true.shape)} in batch size or spatial dims.")
+    residual = true - _on_grid(est, true.shape[2:])
+    left = residual - residual.clamp(-float(reach), float(reach))
+    total, _ = _weighted(torch.linalg.vector_norm(left, dim=1, keepdim=True), overlap)
+    return total
+
+
 def epe_gain_shares(ratios: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Share of the total EPE gain (``1 - r_{L-1}``) that each level contributes: ``(r_{l-1} - r_l) / (1 - r_{L-1})``
     with ``r_{-1} = 1``, float64 ``(L,)`` summing to 1 (NaN when ``r_{L-1} >= 1``: no gain to share).
@@ -85,11 +119,17 @@ class LevelEPEMetric(CumulativeIterationMetric):
 
     Args:
         key: the key of the per-level fields in the prediction dict.
+        reach: with ``reach_levels``, also accumulate what the ``reach_levels`` finest levels could at best leave
+            (:py:func:`reachable_end_point_errors` of the field before them, ``reach`` full-resolution voxels per
+            axis, e.g. ``capture_range(radius, reach_levels)``) for :py:meth:`reach_bound`; ``None``: not measured.
+        reach_levels: how many of the finest levels ``reach`` covers (>= 1, fewer than the head's levels).
     """
 
-    def __init__(self, key: str = "fields") -> None:
+    def __init__(self, key: str = "fields", reach: float | None = None, reach_levels: int = 2) -> None:
         super().__init__()
-        self.key = key
+        if int(reach_levels) < 1:
+            raise ValueError(f"LevelEPEMetric: reach_levels must be >= 1, got {reach_levels!r}.")
+        self.key, self.reach, self.reach_levels = key, reach, int(reach_levels)
 
     def __call__(self, y_pred: Mapping[str, Any], y: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
         if not isinstance(y_pred, Mapping) or self.key not in y_pred:
@@ -98,8 +138,15 @@ class LevelEPEMetric(CumulativeIterationMetric):
                 f"LevelEPEMetric: the prediction has no {self.key!r} (build the network with "
                 f"CoverNet(..., return_fields=True)); got {keys}."
             )
+        fields = y_pred[self.key]
         with torch.no_grad():
-            errors, zero = level_end_point_errors(y_pred[self.key], y)
+            errors, zero = level_end_point_errors(fields, y)
+            if self.reach is not None:
+                if len(fields) <= self.reach_levels:
+                    raise ValueError(f"LevelEPEMetric: reach_levels={self.reach_levels} needs a head with more "
+                                     f"levels, got {len(fields)} fields.")
+                errors = torch.cat([errors, reachable_end_point_errors(fields[-self.reach_levels - 1], y,
+                                                                       self.reach)], dim=1)
         self.extend(errors, zero)
         return errors / zero.clamp_min(1e-12)
 
@@ -110,10 +157,29 @@ class LevelEPEMetric(CumulativeIterationMetric):
         buffer = self.get_buffer()
         errors, zero = buffer if isinstance(buffer, (list, tuple)) else (None, None)
         if errors is None or not bool(zero.sum() > 0):
-            levels = 1 if errors is None else errors.shape[1]
+            levels = 1 if errors is None else errors.shape[1] - (self.reach is not None)
             return torch.full((levels,), float("nan"), dtype=torch.float64)
-        return errors.sum(0) / zero.sum()
+        ratios = errors.sum(0) / zero.sum()
+        return ratios[:-1] if self.reach is not None else ratios
 
     def gain_shares(self) -> torch.Tensor:
         """:py:func:`epe_gain_shares` of :py:meth:`aggregate`, ``(L,)``."""
         return epe_gain_shares(self.aggregate())
+
+    def reach_bound(self) -> float:
+        """The largest share of the EPE gain the ``reach_levels`` finest levels could carry on top of the coarser
+        levels as they are: ``(r_{L-n-1} - r*) / (1 - r*)`` with ``r*`` the ratio left by their best correction
+        (module docstring); NaN when nothing was accumulated or ``r* >= 1``.
+
+        Raises:
+            RuntimeError: the metric was built without ``reach``.
+        """
+        if self.reach is None:
+            raise RuntimeError("LevelEPEMetric.reach_bound needs LevelEPEMetric(reach=...).")
+        buffer = self.get_buffer()
+        errors, zero = buffer if isinstance(buffer, (list, tuple)) else (None, None)
+        if errors is None or not bool(zero.sum() > 0):
+            return float("nan")
+        ratios = errors.sum(0) / zero.sum()
+        before, best = float(ratios[-self.reach_levels - 2]), float(ratios[-1])
+        return (before - best) / (1.0 - best) if best < 1.0 else float("nan")

@@ -35,6 +35,8 @@ def test_two_configs_two_steps(tmp_path):
         for point in run["curve"]:
             assert 0 < point["epe_ratio"] < 3 and 0 <= point["nn_corr"] <= 1
             assert 1 <= point["rank"] <= 32 and -1 <= point["cosine"] <= 1
+            if run["levels"] > 2:  # what the two finest levels could carry, at least what they do carry
+                assert sum(point["gain_share"][-2:]) <= point["reach_bound"] <= 1
         assert len(run["losses"]) == 2 and all(math.isfinite(v) for v in run["losses"])
     table = (out / "report.md").read_text(encoding="utf-8")
     assert "| paper | 5 |" in table and "| default | 4 |" in table

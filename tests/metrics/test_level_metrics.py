@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from monai_cover.metrics import DDFEndPointErrorMetric, LevelEPEMetric, epe_gain_shares, level_end_point_errors
+from monai_cover.metrics import (
+    DDFEndPointErrorMetric,
+    LevelEPEMetric,
+    epe_gain_shares,
+    level_end_point_errors,
+    reachable_end_point_errors,
+)
 from monai_cover.networks import CoverHead
 
 SHIFT = torch.tensor([3.0, -2.0])
@@ -81,3 +87,34 @@ def test_head_fields_match_its_output():
     metric, relative = LevelEPEMetric(), DDFEndPointErrorMetric(relative=True)
     metric({"fields": fields}, target), relative({"ddf": ddf}, target)
     assert math.isclose(float(metric.aggregate()[-1]), float(relative.aggregate()), rel_tol=1e-9)
+
+
+def test_reach_bound_of_a_known_residual():
+    # before the finest level 0.5 of the (3, -2) shift is left: e = (1.5, -1); a reach of 1 voxel per axis can
+    # remove (1, -1) of it, leaving |(0.5, 0)| = 0.5 of |true| = sqrt(13)
+    fields, target = constant_case((0.5, 0.5, 0.6))
+    metric = LevelEPEMetric(reach=1.0, reach_levels=1)
+    metric({"fields": fields}, target)
+    torch.testing.assert_close(metric.aggregate(), torch.tensor([0.5, 0.5, 0.4], dtype=torch.float64))  # unchanged
+    best = 0.5 / math.sqrt(13)
+    assert metric.reach_bound() == pytest.approx((0.5 - best) / (1 - best))
+    assert float(metric.gain_shares()[-1]) == pytest.approx(0.1 / 0.6)  # what the finest level did: below the bound
+    no_reach = reachable_end_point_errors(fields[1], target, 0.0) / level_end_point_errors(fields, target)[1]
+    torch.testing.assert_close(no_reach, torch.full((2, 1), 0.5, dtype=torch.float64))  # the field's own error
+    # unbounded reach: the finest levels could take all that is left, r_{L-n-1} of a total gain of 1
+    two = LevelEPEMetric(reach=100.0, reach_levels=2)
+    two({"fields": fields}, target)
+    assert two.reach_bound() == pytest.approx(0.5)
+
+
+def test_reach_bound_errors():
+    fields, target = constant_case((0.5, 0.75))
+    with pytest.raises(RuntimeError, match="reach="):
+        LevelEPEMetric().reach_bound()
+    with pytest.raises(ValueError, match="reach_levels=2 needs a head with more levels"):
+        LevelEPEMetric(reach=2.0, reach_levels=2)({"fields": fields}, target)
+    with pytest.raises(ValueError, match="reach must be >= 0"):
+        reachable_end_point_errors(fields[0], target, -1.0)
+    with pytest.raises(ValueError, match="reach_levels must be >= 1"):
+        LevelEPEMetric(reach=1.0, reach_levels=0)
+    assert math.isnan(LevelEPEMetric(reach=1.0).reach_bound())  # nothing accumulated
