@@ -20,6 +20,7 @@ method with its name alone (``--method voco``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +170,11 @@ def build_method(
             kwargs["in_channels"] = int(channels[-1])
         # the features alone: the loss never reads COVER's ddf, so its head would be computed for nothing
         network = TwoViewFeatures(backbone)
-        return PretrainMethod(name, transform, network, VoxelInfoNCELoss(**kwargs), cover_prepare_batch)
+        prepare = cover_prepare_batch
+        if getattr(prepare, "network_ddf", False):  # the true field feeds COVER's teacher forcing, not this network
+            prepare = copy.copy(prepare)
+            prepare.network_ddf = False
+        return PretrainMethod(name, transform, network, VoxelInfoNCELoss(**kwargs), prepare)
     task = build_pretext(name, backbone, in_channels=in_channels, transform_kwargs=transform_kwargs,
                          loss_kwargs=loss_kwargs)
     return PretrainMethod(name, transform, task.network, task.loss, task.prepare_batch)

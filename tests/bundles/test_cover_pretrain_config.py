@@ -121,3 +121,30 @@ def test_no_method_switches_in_the_config():
     config = json.loads(text)
     assert "stop_after_epoch" not in config and "stop_handler" not in config["train"]
     assert "pretext" not in text and "bundle_utils" not in text and "diagnostics" not in text  # deprecated aliases
+
+
+def test_teacher_forced_residuals_are_on_by_default_and_one_override_turns_them_off():
+    import torch
+
+    parser = _parser(patch_size=[32, 32, 32])
+    net, loss = parser.get_parsed_content("cover_net"), parser.get_parsed_content("cover_loss")
+    prepare = parser.get_parsed_content("cover_prepare_batch")
+    assert (net.levels, net.head.teacher_forced_levels, loss.residual_weight, prepare.network_ddf) == (3, 2, 1.0, True)
+    # one step of the chain the trainer runs: the true field reaches the head, the loss has the residual term
+    torch.manual_seed(0)
+    batch = {"view_a": torch.randn(1, 1, 32, 32, 32), "view_b": torch.randn(1, 1, 32, 32, 32),
+             "ddf": torch.randn(1, 3, 32, 32, 32), "overlap": torch.ones(1, 1, 32, 32, 32)}
+    inputs, targets, args, kwargs = prepare(batch)
+    out = net(inputs, *args, **kwargs)  # as MONAI's SupervisedTrainer calls it
+    assert len(out["residuals"]) == 2 and set(loss.terms(out, targets)) >= {"vector", "consistency", "residual"}
+    # voxel InfoNCE shares the batch preparation but its network takes no field
+    assert parser.get_parsed_content("ssl").prepare_batch is prepare
+    infonce_parser = _parser(method="voxel_infonce", patch_size=[32, 32, 32])
+    assert infonce_parser.get_parsed_content("ssl").prepare_batch.network_ddf is False
+    assert infonce_parser.get_parsed_content("cover_prepare_batch").network_ddf is True  # a copy, not changed
+    off = _parser(patch_size=[32, 32, 32], teacher_forced_levels=0)
+    assert off.get_parsed_content("cover_net").head.teacher_forced_levels == 0
+    assert off.get_parsed_content("cover_loss").residual_weight == 0.0
+    assert off.get_parsed_content("cover_prepare_batch").network_ddf is False
+    # a head of one level keeps it for the field: nothing to teacher-force
+    assert _parser(patch_size=[16, 16, 16], head_levels=1).get_parsed_content("teacher_forced_levels") == 0
