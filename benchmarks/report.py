@@ -441,8 +441,8 @@ def pretraining_seed(cfg: dict, seed: int) -> int:
 def pretraining_note(cfg: dict) -> str:
     """How the fine-tuning seeds map to pretrainings."""
     if cfg.get("pretrain_seeds"):
-        return f"{len(cfg['pretrain_seeds'])} pretrainings per method, fine-tuning seed s reads pretraining s mod " \
-               f"{len(cfg['pretrain_seeds'])}"
+        return f"{len(cfg['pretrain_seeds'])} pretrainings per method (seeds {list(cfg['pretrain_seeds'])}), read " \
+               f"in turn by fine-tuning seeds {list(cfg['seeds'])}"
     return "one pretraining per seed" if cfg["pretrain_per_seed"] else "pretrained once (first seed)"
 
 

@@ -188,3 +188,15 @@ class TestReportFiles(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def test_which_pretraining_each_fine_tuning_seed_reads():
+    medium = {"seeds": [0, 1, 2, 3, 4], "pretrain_seeds": [0, 1, 2], "pretrain_per_seed": True}
+    assert [report.pretraining_seed(medium, s) for s in medium["seeds"]] == [0, 1, 2, 0, 1]
+    more = {"seeds": [5, 6, 7, 8, 9], "pretrain_seeds": [3, 4, 5], "pretrain_per_seed": True}
+    assert [report.pretraining_seed(more, s) for s in more["seeds"]] == [3, 4, 5, 3, 4]  # in turn, not s mod 3
+    assert report.pretraining_note(more) == ("3 pretrainings per method (seeds [3, 4, 5]), read in turn by "
+                                             "fine-tuning seeds [5, 6, 7, 8, 9]")
+    once = {"seeds": [2, 3], "pretrain_per_seed": False}
+    assert [report.pretraining_seed(once, s) for s in once["seeds"]] == [2, 2]
+    assert report.pretraining_note(once) == "pretrained once (first seed)"
