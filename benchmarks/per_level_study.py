@@ -9,7 +9,8 @@ Trains each configuration of ``benchmarks/pretext_study.py`` (same data, crops, 
 - the EPE/zero after each head level (coarse 1/8 -> finest 1/1) and each level's share of the EPE gain
   (``monai_cover.metrics.LevelEPEMetric``); the issue's acceptance: the two finest levels carry >= 15 %; and the
   most they could carry on top of the coarse levels as trained, correcting everything within their reach of
-  2 + 4 pixels per axis (``LevelEPEMetric.reach_bound``);
+  2 + 4 pixels per axis (``LevelEPEMetric.reach_bound``); and, per level, the direction (cosine) and the fraction
+  (scale) of the best correction within its reach that it makes (``level_corrections``);
 - finest-level local correspondence: the best cosine match among the pixels within 3 per axis of the true match
   lies within 1 (``t1``) / 2 (``t2``) pixels of it (``CorrespondenceAccuracyMetric(window=3)``);
 - the share of each loss term's gradient that reaches ``upcat_1``, the block whose output a segmenter reads.
@@ -53,8 +54,9 @@ def write_report(out: Path, results: dict, command: str) -> None:
         f"256, 32) via FeaturePyramid, 4 head levels 1/8 -> 1/1, gradient clipping 1.0, seed {results['seed']}); "
         "16 held-out pairs from other slice positions. Levels are listed coarse (1/8) to fine (1/1).", "",
         "| config | step | EPE/zero | EPE/zero after each level | share of the EPE gain per level | two finest | "
-        "two finest at most (reach) | local corr. w3 t1 / t2 | NN corr. (2 px) | eff. rank |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "two finest at most (reach) | correction cosine / scale, levels 1/4 -> 1/1 | local corr. w3 t1 / t2 | "
+        "NN corr. (2 px) | eff. rank |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         for point in (run["curve"][0], run["curve"][-1]):
@@ -64,6 +66,7 @@ def write_report(out: Path, results: dict, command: str) -> None:
             lines.append(
                 f"| {run['name']} | {point['step']} | {point['epe_ratio']:.3f} | {ratios} | "
                 f"{_fmt(shares)} | {two:.1%} | {point.get('reach_bound', float('nan')):.1%} | "
+                f"{_fmt(point.get('correction_cosine', []))} / {_fmt(point.get('correction_scale', []))} | "
                 f"{point['local_w3_t1']:.3f} / {point['local_w3_t2']:.3f} | "
                 f"{point['nn_corr']:.3f} | {point['rank']:.1f} |"
             )

@@ -14,6 +14,8 @@ regular steps with the library's pretext metrics (``monai_cover.metrics``):
 - ``level_epe`` / ``gain_share``: EPE/zero after each level of the head, coarse to fine, and each level's share of
   the EPE gain (``monai_cover.metrics.LevelEPEMetric``); ``reach_bound``: the largest share the two finest levels
   could carry on top of the coarser levels as they are, correcting within their reach (``reach_bound()``);
+  ``correction_cosine`` / ``correction_scale``: per level after the coarsest, how its applied correction compares
+  with the best one within its reach (direction; fraction made: ``monai_cover.metrics.level_corrections``);
 - ``local_w3_t1`` / ``local_w3_t2``: local correspondence of the finest features, the best match among the pixels
   within 3 (per axis) of the true match lying within 1 / 2 pixels of it;
 - ``grad_share``: where each loss term's gradient lands in the backbone (share of the per-block norms, on the first
@@ -161,6 +163,7 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
         FeatureCollapseMetric,
         LevelEPEMetric,
         OverlapCosineMetric,
+        level_corrections,
     )
 
     metrics = {
@@ -174,6 +177,7 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
     head = getattr(net, "head", None)
     fine_reach = capture_range(head.radius, 2) if head is not None and getattr(head, "levels", 0) > 2 else None
     levels = LevelEPEMetric(reach=fine_reach, reach_levels=2)
+    corrections = []
     was_training, had_fields = net.training, getattr(net, "return_fields", None)
     net.eval()
     if had_fields is not None:
@@ -185,6 +189,8 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
                 m(out, {"ddf": p["ddf"], "overlap": p["overlap"]})
             if "fields" in out:
                 levels(out, {"ddf": p["ddf"], "overlap": p["overlap"]})
+                if head is not None and len(out["fields"]) > 1:
+                    corrections.append(level_corrections(out["fields"], p, head.radius).sum(0))
     if had_fields is not None:
         net.return_fields = had_fields
     net.train(was_training)
@@ -194,6 +200,10 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
         result["gain_share"] = [float(v) for v in levels.gain_shares()]
         if fine_reach is not None:
             result["reach_bound"] = levels.reach_bound()
+    if corrections:
+        dot, applied, best = torch.stack(corrections).sum(0).unbind(-1)
+        result["correction_cosine"] = [float(v) for v in dot / (applied * best).sqrt().clamp_min(1e-12)]
+        result["correction_scale"] = [float(v) for v in dot / best.clamp_min(1e-12)]
     if loss is not None and hasattr(loss, "terms"):
         result["grad_share"] = gradient_split(net, loss, pairs[:4])
     return result

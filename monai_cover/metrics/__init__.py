@@ -19,7 +19,13 @@ from .features import (
 from .gradients import backbone_blocks, gradient_shares, term_block_gradient_norms
 from .hypercolumn import hypercolumn, pyramid_at
 from .label_dice import DiceCounts, label_dice
-from .levels import LevelEPEMetric, epe_gain_shares, level_end_point_errors, reachable_end_point_errors
+from .levels import (
+    LevelEPEMetric,
+    epe_gain_shares,
+    level_corrections,
+    level_end_point_errors,
+    reachable_end_point_errors,
+)
 from .paired import paired_bootstrap
 from .probes import (
     LinearProbe,
@@ -48,6 +54,7 @@ __all__ = [
     "format_dispersion",
     "LevelEPEMetric",
     "epe_gain_shares",
+    "level_corrections",
     "level_end_point_errors",
     "reachable_end_point_errors",
     "backbone_blocks",

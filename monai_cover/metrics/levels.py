@@ -17,6 +17,13 @@ radius ``R`` can move the field by at most ``R * (2**n - 1)`` full-resolution vo
 left after the coarser levels is to remove ``clamp(e, -reach, reach)`` per axis (corrections taken as adding up,
 the small-displacement view of composing them), leaving ``r* = sum |e - clamp(e)|_2 / sum |ddf_true|_2``; their share
 could then be at most ``(r_{L-n-1} - r*) / (1 - r*)`` (:py:meth:`LevelEPEMetric.reach_bound`).
+
+Why a level falls short of that, :py:func:`level_corrections`: compare the correction a level applied,
+``a_l = up(field_l) - up(field_{l-1})``, with the best one within its reach, ``c_l = clamp(ddf_true -
+up(field_{l-1}), -R * s_l, R * s_l)`` (``s_l`` its voxel size in full-resolution voxels), over the overlap:
+``cosine = <a, c> / (|a| |c|)`` (is it pointing the right way?) and ``scale = <a, c> / |c|^2`` (how much of the best
+correction it makes, 1: all of it). A high cosine and a low scale is a correction in the right direction shrunk
+toward zero; a low cosine, a level that does not find the match.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from monai.metrics import CumulativeIterationMetric
 
 from monai_cover.metrics.ddf import _check_target, _on_grid, _plain, _weighted
 
-__all__ = ["level_end_point_errors", "reachable_end_point_errors", "epe_gain_shares", "LevelEPEMetric"]
+__all__ = [
+    "level_end_point_errors",
+    "reachable_end_point_errors",
+    "level_corrections",
+    "epe_gain_shares",
+    "LevelEPEMetric",
+]
 
 
 def level_end_point_errors(
@@ -89,6 +102,41 @@ def reachable_end_point_errors(
     left = residual - residual.clamp(-float(reach), float(reach))
     total, _ = _weighted(torch.linalg.vector_norm(left, dim=1, keepdim=True), overlap)
     return total
+
+
+def level_corrections(
+    fields: Sequence[torch.Tensor], target: Mapping[str, torch.Tensor], radius: int = 2
+) -> torch.Tensor:
+    """Overlap sums comparing each level's applied correction with the best one within its reach (module
+    docstring), for levels 1..L-1 (level 0 has no field before it).
+
+    Args:
+        fields: ``L >= 2`` cumulative fields coarse to fine, ``fields[l]`` ``(B, d, *S_l)`` in level ``l``'s voxels.
+        target: ``{"ddf": (B, d, *S), "overlap": (B, 1, *S)}``.
+        radius: the head's search radius (level voxels per axis).
+
+    Returns:
+        ``(B, L - 1, 3)`` float64: per sample and level, the sums of ``<a, c>``, ``|a|^2`` and ``|c|^2`` over the
+        overlap (full-resolution voxels); ``cosine = s0 / sqrt(s1 s2)``, ``scale = s0 / s2``.
+    """
+    true, overlap = _check_target(target, "level_corrections")
+    if isinstance(fields, torch.Tensor) or len(fields) < 2:
+        raise ValueError("level_corrections: fields must be a sequence of at least two (B, d, *S_l) tensors.")
+    if int(radius) < 1:
+        raise ValueError(f"level_corrections: radius must be >= 1, got {radius!r}.")
+    full = true.shape[2:]
+    on_full = [_on_grid(_plain(f), full) for f in fields]
+    sums = []
+    for level in range(1, len(fields)):
+        voxel = [n / s for n, s in zip(full, fields[level].shape[2:])]  # full-resolution voxels per level voxel
+        reach = torch.tensor([int(radius) * v for v in voxel], dtype=true.dtype, device=true.device)
+        reach = reach.view(1, -1, *([1] * len(full)))
+        applied = on_full[level] - on_full[level - 1]
+        best = torch.maximum(torch.minimum(true - on_full[level - 1], reach), -reach)
+        terms = [(applied * best).sum(1, keepdim=True), (applied * applied).sum(1, keepdim=True),
+                 (best * best).sum(1, keepdim=True)]
+        sums.append(torch.cat([_weighted(t, overlap)[0] for t in terms], dim=1))
+    return torch.stack(sums, dim=1)
 
 
 def epe_gain_shares(ratios: Sequence[float] | torch.Tensor) -> torch.Tensor:

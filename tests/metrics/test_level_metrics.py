@@ -12,6 +12,7 @@ from monai_cover.metrics import (
     DDFEndPointErrorMetric,
     LevelEPEMetric,
     epe_gain_shares,
+    level_corrections,
     level_end_point_errors,
     reachable_end_point_errors,
 )
@@ -118,3 +119,32 @@ def test_reach_bound_errors():
     with pytest.raises(ValueError, match="reach_levels must be >= 1"):
         LevelEPEMetric(reach=1.0, reach_levels=0)
     assert math.isnan(LevelEPEMetric(reach=1.0).reach_bound())  # nothing accumulated
+
+
+def _agreement(sums):
+    total = sums.sum(0)  # over the batch: (L - 1, 3)
+    return total[:, 0] / (total[:, 1] * total[:, 2]).sqrt(), total[:, 0] / total[:, 2]
+
+
+def test_level_corrections_against_the_best_within_reach():
+    # fractions of the (3, -2) shift recovered after each level: 0.5, 0.75, 0.9 (sizes 8, 16, 32 of 32)
+    fields, target = constant_case((0.5, 0.75, 0.9))
+    cosine, scale = _agreement(level_corrections(fields, target, radius=2))
+    # level 1 applies 0.25 of the shift where 0.5 was left (reach 2 * 2 = 4 px: all of it): half the best correction;
+    # level 2 applies 0.15 where 0.25 was left (reach 2 px): 0.6 of it; both in the right direction
+    torch.testing.assert_close(cosine, torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(scale, torch.tensor([0.5, 0.6], dtype=torch.float64), atol=1e-6, rtol=1e-6)
+    # radius 1 at the finest level: 1 px per axis, the best correction of (1.5, -1) left is (1, -1)
+    fields, target = constant_case((0.5, 0.5, 0.75))
+    cosine, scale = _agreement(level_corrections(fields, target, radius=1))
+    applied, best = torch.tensor([0.75, -0.5]), torch.tensor([1.0, -1.0])
+    assert float(scale[1]) == pytest.approx(float(applied @ best / (best @ best)))  # 0.625
+    assert float(cosine[1]) == pytest.approx(float(applied @ best / (applied.norm() * best.norm())))
+    # a level that moves the wrong way
+    fields, target = constant_case((0.5, 0.5, 0.25))
+    cosine, scale = _agreement(level_corrections(fields, target))
+    assert float(cosine[1]) == pytest.approx(-1.0) and float(scale[1]) == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="at least two"):
+        level_corrections(fields[:1], target)
+    with pytest.raises(ValueError, match="radius"):
+        level_corrections(fields, target, radius=0)
