@@ -54,8 +54,8 @@ def write_report(out: Path, results: dict, command: str) -> None:
         f"256, 32) via FeaturePyramid, 4 head levels 1/8 -> 1/1, gradient clipping 1.0, seed {results['seed']}); "
         "16 held-out pairs from other slice positions. Levels are listed coarse (1/8) to fine (1/1).", "",
         "| config | step | EPE/zero | EPE/zero after each level | share of the EPE gain per level | two finest | "
-        "two finest at most (reach) | correction cosine / scale, levels 1/4 -> 1/1 | local corr. w3 t1 / t2 | "
-        "NN corr. (2 px) | eff. rank |",
+        "two finest at most (reach / matches in window) | correction cosine / scale, levels 1/4 -> 1/1 | "
+        "local corr. w3 t1 / t2 | NN corr. (2 px) | eff. rank |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
@@ -65,8 +65,9 @@ def write_report(out: Path, results: dict, command: str) -> None:
             ratios = _fmt(point.get("level_epe", []), 3)
             lines.append(
                 f"| {run['name']} | {point['step']} | {point['epe_ratio']:.3f} | {ratios} | "
-                f"{_fmt(shares)} | {two:.1%} | {point.get('reach_bound', float('nan')):.1%} | "
-                f"{_fmt(point.get('correction_cosine', []))} / {_fmt(point.get('correction_scale', []))} | "
+                f"{_fmt(shares)} | {two:.1%} | {point.get('reach_bound', float('nan')):.1%} / "
+                f"{point.get('reach_bound_in_window', float('nan')):.1%} | "
+                f"cos {_fmt(point.get('correction_cosine', []))}; scale {_fmt(point.get('correction_scale', []))} | "
                 f"{point['local_w3_t1']:.3f} / {point['local_w3_t2']:.3f} | "
                 f"{point['nn_corr']:.3f} | {point['rank']:.1f} |"
             )

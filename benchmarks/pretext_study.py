@@ -13,7 +13,8 @@ regular steps with the library's pretext metrics (``monai_cover.metrics``):
 - ``overlap_cos``: cosine of view B's features and view A's warped by the true field (what ``L_con`` trains);
 - ``level_epe`` / ``gain_share``: EPE/zero after each level of the head, coarse to fine, and each level's share of
   the EPE gain (``monai_cover.metrics.LevelEPEMetric``); ``reach_bound``: the largest share the two finest levels
-  could carry on top of the coarser levels as they are, correcting within their reach (``reach_bound()``);
+  could carry on top of the coarser levels as they are, correcting within their reach (``reach_bound()``), and
+  ``reach_bound_in_window``: correcting only the voxels whose match lies within their reach;
   ``correction_cosine`` / ``correction_scale``: per level after the coarsest, how its applied correction compares
   with the best one within its reach (direction; fraction made: ``monai_cover.metrics.level_corrections``);
 - ``local_w3_t1`` / ``local_w3_t2``: local correspondence of the finest features, the best match among the pixels
@@ -200,6 +201,7 @@ def evaluate(net: torch.nn.Module, pairs: list[dict], loss: torch.nn.Module | No
         result["gain_share"] = [float(v) for v in levels.gain_shares()]
         if fine_reach is not None:
             result["reach_bound"] = levels.reach_bound()
+            result["reach_bound_in_window"] = levels.reach_bound(in_window=True)
     if corrections:
         dot, applied, best = torch.stack(corrections).sum(0).unbind(-1)
         result["correction_cosine"] = [float(v) for v in dot / (applied * best).sqrt().clamp_min(1e-12)]

@@ -78,7 +78,7 @@ def level_end_point_errors(
 
 
 def reachable_end_point_errors(
-    field: torch.Tensor, target: Mapping[str, torch.Tensor], reach: float
+    field: torch.Tensor, target: Mapping[str, torch.Tensor], reach: float, in_window: bool = False
 ) -> torch.Tensor:
     """Per-sample overlap sums of the end-point error left if ``field`` were corrected by the best displacement of at
     most ``reach`` voxels per axis: ``|e - clamp(e, -reach, reach)|_2`` with ``e = ddf_true - up(field)``.
@@ -87,6 +87,9 @@ def reachable_end_point_errors(
         field: ``(B, d, *S_l)`` in its own voxels (resampled and rescaled to the true field's grid).
         target: ``{"ddf": (B, d, *S), "overlap": (B, 1, *S)}``.
         reach: full-resolution voxels per axis, ``>= 0`` (0: the field's own error).
+        in_window: only the voxels whose match lies within ``reach`` on every axis are corrected (to 0), the others
+            keep their error: what a level could do that finds a match only inside its window, and cannot tell
+            the direction of one outside it. ``False``: every voxel moves by the clamped residual (an upper bound).
 
     Returns:
         ``(B, 1)`` float64 sums (voxels).
@@ -99,7 +102,11 @@ def reachable_end_point_errors(
         raise ValueError(f"reachable_end_point_errors: field {tuple(est.shape)} does not match the true ddf "
                          f"{tuple(true.shape)} in batch size or spatial dims.")
     residual = true - _on_grid(est, true.shape[2:])
-    left = residual - residual.clamp(-float(reach), float(reach))
+    if in_window:
+        inside = (residual.abs() <= float(reach)).all(dim=1, keepdim=True)
+        left = residual * (~inside)
+    else:
+        left = residual - residual.clamp(-float(reach), float(reach))
     total, _ = _weighted(torch.linalg.vector_norm(left, dim=1, keepdim=True), overlap)
     return total
 
@@ -193,8 +200,9 @@ class LevelEPEMetric(CumulativeIterationMetric):
                 if len(fields) <= self.reach_levels:
                     raise ValueError(f"LevelEPEMetric: reach_levels={self.reach_levels} needs a head with more "
                                      f"levels, got {len(fields)} fields.")
-                errors = torch.cat([errors, reachable_end_point_errors(fields[-self.reach_levels - 1], y,
-                                                                       self.reach)], dim=1)
+                before = fields[-self.reach_levels - 1]
+                errors = torch.cat([errors, reachable_end_point_errors(before, y, self.reach),
+                                    reachable_end_point_errors(before, y, self.reach, in_window=True)], dim=1)
         self.extend(errors, zero)
         return errors / zero.clamp_min(1e-12)
 
@@ -205,19 +213,20 @@ class LevelEPEMetric(CumulativeIterationMetric):
         buffer = self.get_buffer()
         errors, zero = buffer if isinstance(buffer, (list, tuple)) else (None, None)
         if errors is None or not bool(zero.sum() > 0):
-            levels = 1 if errors is None else errors.shape[1] - (self.reach is not None)
+            levels = 1 if errors is None else errors.shape[1] - 2 * (self.reach is not None)
             return torch.full((levels,), float("nan"), dtype=torch.float64)
         ratios = errors.sum(0) / zero.sum()
-        return ratios[:-1] if self.reach is not None else ratios
+        return ratios[:-2] if self.reach is not None else ratios
 
     def gain_shares(self) -> torch.Tensor:
         """:py:func:`epe_gain_shares` of :py:meth:`aggregate`, ``(L,)``."""
         return epe_gain_shares(self.aggregate())
 
-    def reach_bound(self) -> float:
+    def reach_bound(self, in_window: bool = False) -> float:
         """The largest share of the EPE gain the ``reach_levels`` finest levels could carry on top of the coarser
         levels as they are: ``(r_{L-n-1} - r*) / (1 - r*)`` with ``r*`` the ratio left by their best correction
-        (module docstring); NaN when nothing was accumulated or ``r* >= 1``.
+        (module docstring); NaN when nothing was accumulated or ``r* >= 1``. ``in_window``: correcting only the
+        voxels whose match is within their reach (:py:func:`reachable_end_point_errors`), a tighter bound.
 
         Raises:
             RuntimeError: the metric was built without ``reach``.
@@ -229,5 +238,5 @@ class LevelEPEMetric(CumulativeIterationMetric):
         if errors is None or not bool(zero.sum() > 0):
             return float("nan")
         ratios = errors.sum(0) / zero.sum()
-        before, best = float(ratios[-self.reach_levels - 2]), float(ratios[-1])
+        before, best = float(ratios[-self.reach_levels - 3]), float(ratios[-1 if in_window else -2])
         return (before - best) / (1.0 - best) if best < 1.0 else float("nan")

@@ -37,6 +37,7 @@ def test_two_configs_two_steps(tmp_path):
             assert 1 <= point["rank"] <= 32 and -1 <= point["cosine"] <= 1
             if run["levels"] > 2:  # what the two finest levels could carry, at least what they do carry
                 assert sum(point["gain_share"][-2:]) <= point["reach_bound"] <= 1
+                assert 0 <= point["reach_bound_in_window"] <= point["reach_bound"]
                 assert len(point["correction_cosine"]) == len(point["correction_scale"]) == run["levels"] - 1
                 assert all(-1 <= c <= 1 for c in point["correction_cosine"])
         assert len(run["losses"]) == 2 and all(math.isfinite(v) for v in run["losses"])

@@ -100,6 +100,12 @@ def test_reach_bound_of_a_known_residual():
     best = 0.5 / math.sqrt(13)
     assert metric.reach_bound() == pytest.approx((0.5 - best) / (1 - best))
     assert float(metric.gain_shares()[-1]) == pytest.approx(0.1 / 0.6)  # what the finest level did: below the bound
+    # a level that finds matches only inside its window: (1.5, -1) is outside a 1-voxel window, nothing to gain;
+    # inside a 2-voxel one, all of it
+    assert metric.reach_bound(in_window=True) == pytest.approx(0.0)
+    wide = LevelEPEMetric(reach=2.0, reach_levels=1)
+    wide({"fields": fields}, target)
+    assert wide.reach_bound(in_window=True) == pytest.approx(0.5) and wide.reach_bound() == pytest.approx(0.5)
     no_reach = reachable_end_point_errors(fields[1], target, 0.0) / level_end_point_errors(fields, target)[1]
     torch.testing.assert_close(no_reach, torch.full((2, 1), 0.5, dtype=torch.float64))  # the field's own error
     # unbounded reach: the finest levels could take all that is left, r_{L-n-1} of a total gain of 1
