@@ -89,6 +89,11 @@ CONFIGS["deep_sup_projector"] = (dict(return_fields=True, feature_projector=(64,
 CONFIGS["teacher_forced"] = (dict(teacher_forced_levels=2), dict(residual_weight=1.0), 1e-3)
 CONFIGS["deep_sup_teacher_forced"] = (dict(return_fields=True, teacher_forced_levels=2),
                                       dict(level_weights=1.0, residual_weight=1.0), 1e-3)
+#: teacher forcing scored as matching: the two finest levels' attention against the residual's offset
+#: distribution (cross-entropy) instead of L1 on its mean; and the L1 form with residuals up to the full radius
+CONFIGS["teacher_forced_offsets"] = (dict(teacher_forced_levels=2, teacher_forced_target="offsets"),
+                                     dict(residual_weight=1.0), 1e-3)
+CONFIGS["teacher_forced_wide"] = (dict(teacher_forced_levels=2, max_residual=2.0), dict(residual_weight=1.0), 1e-3)
 CONFIGS["hybrid_infonce"] = (dict(), dict(consistency_weight=0.0, spread_weight=0.0, infonce_weight=1.0), 1e-3)
 
 

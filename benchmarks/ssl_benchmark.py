@@ -99,6 +99,12 @@ VARIANTS = {"cover_hybrid": {"loss": {"consistency_weight": 0.0, "spread_weight"
             "cover_teacher_forced": {"net": {"teacher_forced_levels": 2}, "loss": {"residual_weight": 1.0}}}
 #: the paper's objective (L_vec + L_con, no spread term) with the suite's head and learning rate
 VARIANTS["cover_paper"] = {"loss": {"spread_weight": 0.0}}
+#: teacher forcing scored as matching (the attention against the residual's offset distribution, cross-entropy),
+#: and the L1 form with residuals up to the head's radius (2 voxels) instead of half of it
+VARIANTS["cover_teacher_forced_offsets"] = {"net": {"teacher_forced_levels": 2, "teacher_forced_target": "offsets"},
+                                            "loss": {"residual_weight": 1.0}}
+VARIANTS["cover_teacher_forced_wide"] = {"net": {"teacher_forced_levels": 2, "max_residual": 2.0},
+                                         "loss": {"residual_weight": 1.0}}
 #: both displacement signals for the fine levels at once
 VARIANTS["cover_deep_sup_teacher_forced"] = {
     "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},

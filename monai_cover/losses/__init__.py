@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from .cover import CoverLoss, FeatureConsistencyLoss, VectorRegressionLoss
+from .matching import OffsetCrossEntropyLoss
 from .pcrlv2 import PCRLv2Loss, cosine_beta, simsiam_similarity
 from .spread import FeatureSpreadLoss
 from .voco import VoCoLoss, VoCoProjection
@@ -14,6 +15,7 @@ __all__ = [
     "CoverLoss",
     "FeatureConsistencyLoss",
     "VectorRegressionLoss",
+    "OffsetCrossEntropyLoss",
     "FeatureSpreadLoss",
     "VoxelInfoNCELoss",
     "VoxelProjectionHead",

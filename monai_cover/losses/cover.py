@@ -17,76 +17,20 @@ also under autocast. An empty mask gives a finite zero loss (connected to the gr
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
-from monai.utils import LossReduction, convert_to_tensor
+from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from monai_cover.ddf import overlap_mask, warp
 from monai_cover.losses.levels import LevelVectorRegressionLoss
+from monai_cover.losses.matching import OffsetCrossEntropyLoss
 from monai_cover.losses.spread import FeatureSpreadLoss
-from monai_cover.losses.utils import channel_cosine
+from monai_cover.losses.utils import _check_mask, _masked_reduce, _plain, _work_dtype, channel_cosine
 from monai_cover.losses.voxel_infonce import VoxelInfoNCELoss
 
 __all__ = ["VectorRegressionLoss", "FeatureConsistencyLoss", "CoverLoss"]
-
-
-def _plain(*tensors: torch.Tensor | None) -> tuple:
-    """MetaTensors as plain tensors (same graph): the losses return plain tensors."""
-    return tuple(None if t is None else convert_to_tensor(t, track_meta=False) for t in tensors)
-
-
-def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _check_mask(mask: torch.Tensor | None, like: torch.Tensor, name: str) -> torch.Tensor | None:
-    """``mask`` as ``(B, 1, *S)``; accepts ``(B, 1, *S)`` or ``(B, *S)``."""
-    if mask is None:
-        return None
-    expected = (like.shape[0], 1, *like.shape[2:])
-    if tuple(mask.shape) == (like.shape[0], *like.shape[2:]):
-        mask = mask.unsqueeze(1)
-    if tuple(mask.shape) != expected:
-        raise ValueError(
-            f"{name}: mask must have shape {expected} (or without the channel axis), got {tuple(mask.shape)}."
-        )
-    return mask
-
-
-def _masked_reduce(values: torch.Tensor, mask: torch.Tensor | None, reduction: str, name: str) -> torch.Tensor:
-    """Reduce per-voxel ``values`` ``(B, 1, *S)`` over the voxels where ``mask > 0`` (weighted by ``mask``).
-
-    ``"mean"``: sum over the masked voxels of the whole batch / their count (a scalar); ``"sum"``: that sum;
-    ``"none"``: the per-sample masked mean, shape ``(B,)``. Empty masks give 0 (never NaN) and a warning.
-    """
-    if mask is None:
-        weight = torch.ones_like(values)
-        selected = values
-    else:
-        weight = torch.where(mask > 0, mask.to(values.dtype), torch.zeros_like(values))
-        # where, not a product: NaN/inf outside the mask must not leak into the loss or its gradient
-        selected = torch.where(mask > 0, values, torch.zeros_like(values)) * weight
-    numerator = selected.flatten(1).sum(1)  # (B,)
-    count = weight.flatten(1).sum(1)  # (B,)
-    if reduction == LossReduction.SUM.value:
-        if mask is not None and not bool((count > 0).all()):
-            warnings.warn(f"{name}: the overlap mask is empty for some samples; they contribute 0.", stacklevel=3)
-        return numerator.sum()
-    if reduction == LossReduction.NONE.value:
-        empty = count <= 0
-        if bool(empty.any()):
-            warnings.warn(
-                f"{name}: the overlap mask is empty for {int(empty.sum())} sample(s); their loss is 0.", stacklevel=3
-            )
-        return torch.where(empty, numerator * 0.0, numerator / count.clamp_min(torch.finfo(count.dtype).tiny))
-    total = count.sum()
-    if not bool(total > 0):
-        warnings.warn(f"{name}: the overlap mask is empty for the whole batch; the loss is 0.", stacklevel=3)
-        return numerator.sum() * 0.0
-    return numerator.sum() / total
 
 
 class VectorRegressionLoss(_Loss):
@@ -240,7 +184,10 @@ class CoverLoss(_Loss):
         residual_weight: **fine-level option**, 0 (default) for none: weight of the teacher-forced residual term,
             the mean over the teacher-forced levels of :py:class:`VectorRegressionLoss` between
             ``input["residuals"]`` and ``input["residual_targets"]`` over ``input["residual_masks"]`` (level
-            voxels; ``CoverNet`` with ``CoverHead(teacher_forced_levels=...)``, given the true ``ddf``).
+            voxels; ``CoverNet`` with ``CoverHead(teacher_forced_levels=...)``, given the true ``ddf``). With a head
+            built with ``teacher_forced_target="offsets"`` the residuals are attentions ``(B, heads, K, *S_l)`` and
+            the term is :py:class:`~monai_cover.losses.matching.OffsetCrossEntropyLoss` against the true offset
+            distribution instead (a matching loss, in nats).
 
     Features behind a projector (**fine-level option**): build the head with ``feature_projector=(64, 32)``
     (``CoverNet(backbone, feature_projector=(64, 32))``) and pass ``features_a_key="projected_a",
@@ -300,6 +247,7 @@ class CoverLoss(_Loss):
         )
         self.infonce_weight = float(infonce_weight)
         self.residual_weight = float(residual_weight)
+        self.match_loss = OffsetCrossEntropyLoss(reduction=self.reduction)
         if self.infonce_weight > 0 and self.reduction == LossReduction.NONE.value:
             raise ValueError("CoverLoss: infonce_weight > 0 needs reduction 'mean' or 'sum' (InfoNCE is per anchor).")
         infonce = dict(features_a_key=features_a_key, features_b_key=features_b_key, ddf_key=target_ddf_key,
@@ -381,7 +329,7 @@ class CoverLoss(_Loss):
             if missing:
                 raise KeyError(f"CoverLoss: residual_weight needs {missing} in the input: a head with "
                                "teacher_forced_levels > 0, given the true ddf (CoverPrepareBatch(network_ddf=True)).")
-            values = [self.vector_loss(p, t, m) for p, t, m in
+            values = [(self.match_loss if p.ndim == t.ndim + 1 else self.vector_loss)(p, t, m) for p, t, m in
                       zip(input["residuals"], input["residual_targets"], input["residual_masks"])]
             if not values:
                 raise ValueError("CoverLoss: residual_weight > 0 but the network returned no teacher-forced level.")

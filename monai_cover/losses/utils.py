@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from monai.utils import LossReduction
+from monai.utils import LossReduction, convert_to_tensor
 
 __all__ = ["reduce_per_sample", "channel_cosine"]
 
@@ -61,3 +63,59 @@ def channel_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch
                          f"{tuple(b.shape)}.")
     dtype = torch.promote_types(a.dtype, b.dtype)
     return _ChannelCosine.apply(a.to(dtype), b.to(dtype), float(eps))
+
+
+def _plain(*tensors: torch.Tensor | None) -> tuple:
+    """MetaTensors as plain tensors (same graph): the losses return plain tensors."""
+    return tuple(None if t is None else convert_to_tensor(t, track_meta=False) for t in tensors)
+
+
+def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_mask(mask: torch.Tensor | None, like: torch.Tensor, name: str) -> torch.Tensor | None:
+    """``mask`` as ``(B, 1, *S)``; accepts ``(B, 1, *S)`` or ``(B, *S)``."""
+    if mask is None:
+        return None
+    expected = (like.shape[0], 1, *like.shape[2:])
+    if tuple(mask.shape) == (like.shape[0], *like.shape[2:]):
+        mask = mask.unsqueeze(1)
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"{name}: mask must have shape {expected} (or without the channel axis), got {tuple(mask.shape)}."
+        )
+    return mask
+
+
+def _masked_reduce(values: torch.Tensor, mask: torch.Tensor | None, reduction: str, name: str) -> torch.Tensor:
+    """Reduce per-voxel ``values`` ``(B, 1, *S)`` over the voxels where ``mask > 0`` (weighted by ``mask``).
+
+    ``"mean"``: sum over the masked voxels of the whole batch / their count (a scalar); ``"sum"``: that sum;
+    ``"none"``: the per-sample masked mean, shape ``(B,)``. Empty masks give 0 (never NaN) and a warning.
+    """
+    if mask is None:
+        weight = torch.ones_like(values)
+        selected = values
+    else:
+        weight = torch.where(mask > 0, mask.to(values.dtype), torch.zeros_like(values))
+        # where, not a product: NaN/inf outside the mask must not leak into the loss or its gradient
+        selected = torch.where(mask > 0, values, torch.zeros_like(values)) * weight
+    numerator = selected.flatten(1).sum(1)  # (B,)
+    count = weight.flatten(1).sum(1)  # (B,)
+    if reduction == LossReduction.SUM.value:
+        if mask is not None and not bool((count > 0).all()):
+            warnings.warn(f"{name}: the overlap mask is empty for some samples; they contribute 0.", stacklevel=3)
+        return numerator.sum()
+    if reduction == LossReduction.NONE.value:
+        empty = count <= 0
+        if bool(empty.any()):
+            warnings.warn(
+                f"{name}: the overlap mask is empty for {int(empty.sum())} sample(s); their loss is 0.", stacklevel=3
+            )
+        return torch.where(empty, numerator * 0.0, numerator / count.clamp_min(torch.finfo(count.dtype).tiny))
+    total = count.sum()
+    if not bool(total > 0):
+        warnings.warn(f"{name}: the overlap mask is empty for the whole batch; the loss is 0.", stacklevel=3)
+        return numerator.sum() * 0.0
+    return numerator.sum() / total

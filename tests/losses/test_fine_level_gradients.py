@@ -77,6 +77,8 @@ def default_shares():
          0.15),
         ("teacher-forced two finest", dict(teacher_forced_levels=2), dict(residual_weight=1.0, **ONLY_VEC),
          "residual", 0.06),
+        ("teacher-forced offsets, finest", dict(teacher_forced_levels=1, teacher_forced_target="offsets"),
+         dict(residual_weight=1.0, **ONLY_VEC), "residual", 0.15),
         ("hybrid InfoNCE", {}, dict(infonce_weight=1.0, infonce_kwargs={"num_samples": 128}, **ONLY_VEC), "infonce",
          0.2),
     ],

@@ -16,9 +16,21 @@ import torch.nn as nn
 from monai.utils import convert_to_tensor
 
 from monai_cover.ddf import capture_range, compose_ddf, overlap_mask, upsample_ddf, warp
-from monai_cover.networks.blocks import CoverProjection, FeatureProjector, MixtureOfVectors
+from monai_cover.networks.blocks import (
+    CoverProjection,
+    FeatureProjector,
+    MixtureOfVectors,
+    neighbourhood_log_softmax,
+    offset_distribution,
+)
 
-__all__ = ["CoverHead", "Coverhead", "coverhead", "default_num_heads", "levels_for_size", "min_level_size"]
+__all__ = [
+    "CoverHead", "Coverhead", "coverhead", "default_num_heads", "levels_for_size", "min_level_size",
+    "TEACHER_FORCED_TARGETS",
+]
+
+#: what a teacher-forced level is scored on (:py:class:`CoverHead`'s ``teacher_forced_target``)
+TEACHER_FORCED_TARGETS = ("displacement", "offsets")
 
 
 def default_num_heads(levels: int) -> tuple[int, ...]:
@@ -105,6 +117,12 @@ class CoverHead(nn.Module):
             they get a local matching target from the first step (``CoverNet`` does it when given the true ``ddf``).
         max_residual: largest residual per axis, in the level's voxels (default ``radius / 2``; at most
             ``radius``).
+        teacher_forced_target: what a teacher-forced level returns and is scored on: ``"displacement"`` (default)
+            its mixture of vectors, regressed onto the residual (L1); ``"offsets"`` its attention over the
+            neighbourhood, ``(B, heads, K, *S_l)`` log-probabilities
+            (:py:func:`~monai_cover.networks.blocks.neighbourhood.neighbourhood_log_softmax`), with the residual's
+            offset distribution as target (cross-entropy, a matching loss: an attention with the right mean but
+            spread over the neighbourhood is not a minimum).
 
     Examples::
 
@@ -127,6 +145,7 @@ class CoverHead(nn.Module):
         feature_projector: Sequence[int] | None = None,
         teacher_forced_levels: int = 0,
         max_residual: float | None = None,
+        teacher_forced_target: str = "displacement",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -174,6 +193,12 @@ class CoverHead(nn.Module):
         self.max_residual = 0.5 * self.radius if max_residual is None else float(max_residual)
         if not 0 < self.max_residual <= self.radius:
             raise ValueError(f"CoverHead: max_residual must be in (0, radius={self.radius}], got {max_residual}.")
+        if teacher_forced_target not in TEACHER_FORCED_TARGETS:
+            raise ValueError(
+                f"CoverHead: teacher_forced_target must be one of {TEACHER_FORCED_TARGETS}, "
+                f"got {teacher_forced_target!r}."
+            )
+        self.teacher_forced_target = teacher_forced_target
 
     @property
     def levels(self) -> int:
@@ -290,7 +315,9 @@ class CoverHead(nn.Module):
         Returns:
             ``(predicted, targets, masks)``, one entry per teacher-forced level, coarse to fine:
             ``(B, spatial_dims, *S_l)`` float32 fields in level voxels and ``(B, 1, *S_l)`` masks (1 where both
-            ``p + psi_l(p)`` and ``p + delta`` lie inside the level's grid).
+            ``p + psi_l(p)`` and ``p + delta`` lie inside the level's grid). With ``teacher_forced_target="offsets"``
+            the predictions are the attention log-probabilities ``(B, heads, K, *S_l)`` and the targets the offset
+            distributions of ``delta`` ``(B, K, *S_l)`` (:py:func:`~monai_cover.networks.blocks.offset_distribution`).
         """
         self._check(features_a, features_b)
         sizes = [tuple(f.shape[2:]) for f in features_b]
@@ -314,9 +341,14 @@ class CoverHead(nn.Module):
                 convert_to_tensor(features_b[level], track_meta=False),
                 convert_to_tensor(features_a[level], track_meta=False), phi,
             )  # fmt: skip
-            w = self.mixtures[level](query, key)
-            predicted.append(w if w.dtype == torch.float64 else w.float())
-            targets.append(delta.contiguous())
+            if getattr(self, "teacher_forced_target", "displacement") == "offsets":
+                predicted.append(neighbourhood_log_softmax(query, key, self.radius, self.num_heads[level]))
+                target = offset_distribution(delta[(slice(None), slice(None)) + (0,) * len(size)], self.radius)
+                targets.append(target.view(*target.shape, *([1] * len(size))).expand(-1, -1, *size))
+            else:
+                w = self.mixtures[level](query, key)
+                predicted.append(w if w.dtype == torch.float64 else w.float())
+                targets.append(delta.contiguous())
             masks.append(mask)
         return predicted, targets, masks
 

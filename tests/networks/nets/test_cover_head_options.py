@@ -74,6 +74,32 @@ def test_teacher_forced_level_reads_the_residual():
     assert error(pred[0]) < 0.2 * error(-target[0])
 
 
+def test_teacher_forced_offsets_give_the_attention_and_the_residual_distribution():
+    """The same residuals as the displacement target, returned as the level's attention (whose mean is the
+    displacement the level would return) and the residual's offset distribution (whose mean is the residual)."""
+    from monai_cover.losses import OffsetCrossEntropyLoss
+    from monai_cover.networks.blocks import neighbourhood_offsets
+
+    torch.manual_seed(0)
+    channels = 16
+    kwargs = dict(head_dim=channels, num_heads=1, teacher_forced_levels=1)
+    displacement = CoverHead(2, [channels], **kwargs)
+    offsets = CoverHead(2, [channels], teacher_forced_target="offsets", **kwargs)
+    offsets.load_state_dict(displacement.state_dict())
+    fa = torch.randn(2, channels, 20, 20)
+    shift = torch.tensor([1.0, -2.0]).view(1, 2, 1, 1).expand(2, 2, 20, 20)
+    fb = warp(fa, shift)
+    w, delta, mask = displacement.teacher_forced([fa], [fb], shift, generator=torch.Generator().manual_seed(3))
+    log_probs, dist, mask_o = offsets.teacher_forced([fa], [fb], shift, generator=torch.Generator().manual_seed(3))
+    assert log_probs[0].shape == (2, 1, 25, 20, 20) and dist[0].shape == (2, 25, 20, 20)
+    assert torch.equal(mask_o[0], mask[0])
+    table = torch.tensor(neighbourhood_offsets(2, 2), dtype=torch.float32)
+    torch.testing.assert_close(torch.einsum("bk...,kd->bd...", dist[0], table), delta[0])
+    torch.testing.assert_close(torch.einsum("bhk...,kd->bhd...", log_probs[0].exp(), table)[:, 0], w[0],
+                               atol=1e-5, rtol=1e-5)
+    assert float(OffsetCrossEntropyLoss()(log_probs[0], dist[0], mask_o[0])) > 0
+
+
 def test_teacher_forced_through_the_net_and_prepare_batch():
     net = small_net(teacher_forced_levels=2)
     batch = {"view_a": torch.rand(2, 1, 32, 32), "view_b": torch.rand(2, 1, 32, 32), "ddf": torch.zeros(2, 2, 32, 32),
@@ -90,6 +116,7 @@ def test_teacher_forced_through_the_net_and_prepare_batch():
     (dict(teacher_forced_levels=4), "teacher_forced_levels"),
     (dict(teacher_forced_levels=1, max_residual=3.0), "max_residual"),
     (dict(feature_projector=()), "channels"),
+    (dict(teacher_forced_levels=1, teacher_forced_target="logits"), "teacher_forced_target"),
 ])
 def test_option_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
