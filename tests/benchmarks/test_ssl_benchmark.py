@@ -248,7 +248,8 @@ class TestMethodsAndWeights(unittest.TestCase):
 
         own_terms = {"cover_hybrid": ("infonce",), "cover_deep_sup": ("levels",), "cover_projector": ("consistency",),
                      "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual"),
-                     "cover_paper": ()}
+                     "cover_paper": (), "cover_teacher_forced_offsets": ("residual",),
+                     "cover_teacher_forced_wide": ("residual",)}
         self.assertEqual(set(own_terms), set(ssl.VARIANTS))
         image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
         for name, own in own_terms.items():
@@ -262,6 +263,8 @@ class TestMethodsAndWeights(unittest.TestCase):
             terms = m.loss.terms(pred, targets)
             if name == "cover_projector":  # L_con reads the projected features, (B, 32, *S)
                 self.assertEqual(tuple(pred["projected_a"].shape), (2, 32, 32, 32, 32))
+            if name == "cover_teacher_forced_offsets":  # the fine levels' attention over 125 offsets, (B, 1, 125, *S)
+                self.assertEqual(tuple(pred["residuals"][-1].shape), (2, 1, 125, 32, 32, 32))
             self.assertTrue(set(own) <= set(terms), (name, sorted(terms)))
             self.assertEqual("spread" in terms, name not in ("cover_hybrid", "cover_paper"), name)
             self.assertTrue(all(torch.isfinite(v).all() for v in terms.values()), (name, terms))
