@@ -18,7 +18,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_cover.losses.utils import _check_mask, _masked_reduce, _plain
+from monai_cover.losses.utils import _check_mask, _masked_reduce, _plain, _work_dtype
 
 __all__ = ["OffsetCrossEntropyLoss"]
 
@@ -59,7 +59,7 @@ class OffsetCrossEntropyLoss(_Loss):
             raise ValueError(f"{name}: target must be (B, K, *S) with 2 or 3 spatial dims, got {tuple(target.shape)}.")
         like = target[:, :1]
         mask = _check_mask(mask, like, name)
-        dtype = torch.float64 if torch.float64 in (input.dtype, target.dtype) else torch.float32
+        dtype = _work_dtype(input, target)
         with torch.autocast(device_type=input.device.type, enabled=False):
             weight = target.to(dtype).unsqueeze(1)
             log_probs = input.to(dtype)
