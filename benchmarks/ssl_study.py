@@ -63,9 +63,28 @@ def _finetuning(runs: Sequence[dict], init: str, cfg: dict) -> dict[tuple, float
     return per
 
 
-def _pretext(pretrain: dict, init: str, metric: str) -> dict[tuple, float]:
-    return {(seed,): run["curve"][-1][metric] for seed, run in pretrain.get(init, {}).items()
-            if run.get("curve") and metric in run["curve"][-1]}
+def _pretext(pretrain: dict, init: str, metric: str, step: int | None = None) -> dict[tuple, float]:
+    """``{(pretraining seed,): metric}`` at the curve point ``step`` (``None``: the last one)."""
+    out = {}
+    for seed, run in pretrain.get(init, {}).items():
+        points = [p for p in run.get("curve") or [] if step is None or p["step"] == step]
+        if points and metric in points[-1]:
+            out[(seed,)] = points[-1][metric]
+    return out
+
+
+def curve_gaps(results: dict, row: str, base: str, metric: str = "local_w3") -> list[dict]:
+    """``row`` minus ``base`` on a pretext ``metric`` at every curve point both have (step 0 left out), paired by
+    pretraining seed: ``[{"step": s, **paired_bootstrap(...)}]`` -- whether a gap opens or closes with the budget."""
+    pretrain = results.get("pretrain", {})
+    steps = [sorted({p["step"] for run in pretrain.get(init, {}).values() for p in run.get("curve") or []})
+             for init in (row, base)]
+    gaps = []
+    for step in sorted(set(steps[0]) & set(steps[1]) - {0}):
+        paired = _paired(_pretext(pretrain, row, metric, step), _pretext(pretrain, base, metric, step))
+        if paired is not None:
+            gaps.append({"step": step, **paired})
+    return gaps
 
 
 def study_table(results: dict, base: str = "cover") -> dict[str, dict[str, dict | None]]:
@@ -120,3 +139,28 @@ def study_lines(results: dict, base: str = "cover") -> list[str]:
     for init, row in table.items():
         lines.append(f"| {init} | " + " | ".join(_cell(row[c]) for c, _ in columns) + " |")
     return lines
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/ssl_study.py RESULTS.json --base cover_teacher_forced [--curve voxel_infonce]``: the study
+    table against any base and, with ``--curve ROW``, ROW minus the base at every curve point."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("results", help="results.json of an ssl_benchmark.py track or of ssl_merge.py")
+    p.add_argument("--base", default="cover")
+    p.add_argument("--curve", default=None, metavar="ROW", help="ROW minus the base along pretraining")
+    p.add_argument("--metric", default="local_w3", help="pretext metric for --curve")
+    args = p.parse_args(argv)
+    results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    print("\n".join(study_lines(results, args.base)))
+    if args.curve:
+        print(f"\n`{args.curve}` minus `{args.base}`, {args.metric}, paired by pretraining seed:")
+        for g in curve_gaps(results, args.curve, args.base, args.metric):
+            print(f"- step {g['step']}: {_cell(g)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

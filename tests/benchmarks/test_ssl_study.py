@@ -91,3 +91,27 @@ def test_seeds_nested_in_a_pretraining_are_resampled_with_it():
     assert x["linear/finest"]["low"] == pytest.approx(-0.01) and x["linear/finest"]["high"] == pytest.approx(0.05)
     row = next(line for line in study.study_lines(r) if line.startswith("| cover_x |"))
     assert "(4/6; 2/3 pretrainings)" in row
+
+
+def test_curve_gaps_follow_the_budget():
+    """The variant's local_w3 is 0.02*seed above the default's at step 200 and equal at step 0: one gap, at 200,
+    of mean 0.02 (seeds 0, 1, 2); a row without curves gives none."""
+    res = results()
+    gaps = study.curve_gaps(res, "cover_x", "cover")
+    assert [g["step"] for g in gaps] == [200]
+    assert gaps[0]["mean"] == pytest.approx(0.02) and gaps[0]["n"] == 3 and gaps[0]["ahead"] == 2
+    res["pretrain"]["cover_x"]["0"]["curve"].insert(1, {"step": 100, "local_w3": 0.5})  # one seed only at 100
+    gaps = study.curve_gaps(res, "cover_x", "cover")
+    assert [g["step"] for g in gaps] == [200]  # the default has no step 100
+    assert study.curve_gaps(res, "scratch", "cover") == []
+
+
+def test_command_line_prints_the_table_and_the_curve(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results()), encoding="utf-8")
+    assert study.main([str(path), "--base", "cover", "--curve", "cover_x"]) == 0
+    out = capsys.readouterr().out
+    assert "| cover_x |" in out and "minus `cover`" in out
+    assert "- step 200: +0.020" in out
