@@ -333,8 +333,8 @@ class CoverHead(nn.Module):
                 true = self._up(ddf, sizes[-1], size)
                 draw = torch.rand((batch, self.spatial_dims), generator=generator,
                                   device=generator.device if generator is not None else ddf.device).to(ddf.device)
-                delta = ((2 * draw - 1) * self.max_residual).view(batch, self.spatial_dims, *([1] * len(size)))
-                delta = delta.expand_as(true)
+                shift = (2 * draw - 1) * self.max_residual  # (B, d): one residual per sample
+                delta = shift.view(batch, self.spatial_dims, *([1] * len(size))).expand_as(true)
                 phi = warp(true, -delta, padding_mode="border") - delta
                 mask = overlap_mask(true) * overlap_mask(delta)
             query, key = self.projections[level].pair(
@@ -343,7 +343,7 @@ class CoverHead(nn.Module):
             )  # fmt: skip
             if getattr(self, "teacher_forced_target", "displacement") == "offsets":
                 predicted.append(neighbourhood_log_softmax(query, key, self.radius, self.num_heads[level]))
-                target = offset_distribution(delta[(slice(None), slice(None)) + (0,) * len(size)], self.radius)
+                target = offset_distribution(shift, self.radius)
                 targets.append(target.view(*target.shape, *([1] * len(size))).expand(-1, -1, *size))
             else:
                 w = self.mixtures[level](query, key)
