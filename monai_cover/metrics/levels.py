@@ -139,7 +139,7 @@ def level_corrections(
         reach = torch.tensor([int(radius) * v for v in voxel], dtype=true.dtype, device=true.device)
         reach = reach.view(1, -1, *([1] * len(full)))
         applied = on_full[level] - on_full[level - 1]
-        best = torch.maximum(torch.minimum(true - on_full[level - 1], reach), -reach)
+        best = (true - on_full[level - 1]).clamp(-reach, reach)
         terms = [(applied * best).sum(1, keepdim=True), (applied * applied).sum(1, keepdim=True),
                  (best * best).sum(1, keepdim=True)]
         sums.append(torch.cat([_weighted(t, overlap)[0] for t in terms], dim=1))
