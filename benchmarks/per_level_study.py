@@ -9,8 +9,9 @@ Trains each configuration of ``benchmarks/pretext_study.py`` (same data, crops, 
 - the EPE/zero after each head level (coarse 1/8 -> finest 1/1) and each level's share of the EPE gain
   (``monai_cover.metrics.LevelEPEMetric``); the issue's acceptance: the two finest levels carry >= 15 %; and the
   most they could carry on top of the coarse levels as trained, correcting everything within their reach of
-  2 + 4 pixels per axis (``LevelEPEMetric.reach_bound``); and, per level, the direction (cosine) and the fraction
-  (scale) of the best correction within its reach that it makes (``level_corrections``);
+  ``radius * (1 + 2)`` pixels per axis (``LevelEPEMetric.reach_bound``); and, per level, the direction (cosine) and
+  the fraction (scale) of the best correction within its reach that it makes (``level_corrections``); and the split
+  of a head whose every level matched perfectly within its reach, on the same pairs (``oracle_level_fields``);
 - finest-level local correspondence: the best cosine match among the pixels within 3 per axis of the true match
   lies within 1 (``t1``) / 2 (``t2``) pixels of it (``CorrespondenceAccuracyMetric(window=3)``);
 - the share of each loss term's gradient that reaches ``upcat_1``, the block whose output a segmenter reads.
@@ -52,16 +53,19 @@ def write_report(out: Path, results: dict, command: str) -> None:
         f"`{command}`", "",
         f"{results['steps']} AdamW steps per configuration (lr 1e-3, batch 8, 96x96 crops, BasicUNet(32, 32, 64, 128, "
         f"256, 32) via FeaturePyramid, 4 head levels 1/8 -> 1/1, gradient clipping 1.0, seed {results['seed']}); "
-        "16 held-out pairs from other slice positions. Levels are listed coarse (1/8) to fine (1/1).", "",
+        "16 held-out pairs from other slice positions. Levels are listed coarse (1/8) to fine (1/1). The last column: "
+        "the two finest levels' share for a head whose every level matched perfectly within its reach "
+        "(`oracle_level_fields`), on the same pairs.", "",
         "| config | step | EPE/zero | EPE/zero after each level | share of the EPE gain per level | two finest | "
         "two finest at most (reach / matches in window) | correction cosine / scale, levels 1/4 -> 1/1 | "
-        "local corr. w3 t1 / t2 | NN corr. (2 px) | eff. rank |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "local corr. w3 t1 / t2 | NN corr. (2 px) | eff. rank | two finest, perfect head |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         for point in (run["curve"][0], run["curve"][-1]):
             shares = point.get("gain_share", [])
             two = sum(shares[-2:]) if shares else float("nan")
+            oracle = point.get("oracle_gain_share", [])
             ratios = _fmt(point.get("level_epe", []), 3)
             lines.append(
                 f"| {run['name']} | {point['step']} | {point['epe_ratio']:.3f} | {ratios} | "
@@ -69,7 +73,7 @@ def write_report(out: Path, results: dict, command: str) -> None:
                 f"{point.get('reach_bound_in_window', float('nan')):.1%} | "
                 f"cos {_fmt(point.get('correction_cosine', []))}; scale {_fmt(point.get('correction_scale', []))} | "
                 f"{point['local_w3_t1']:.3f} / {point['local_w3_t2']:.3f} | "
-                f"{point['nn_corr']:.3f} | {point['rank']:.1f} |"
+                f"{point['nn_corr']:.3f} | {point['rank']:.1f} | {sum(oracle[-2:]) if oracle else float('nan'):.1%} |"
             )
     lines += ["", "Share of each weighted loss term's gradient norm (sum over the BasicUNet blocks = 1) reaching "
               "`upcat_1` (finest decoder block), on 4 held-out pairs:", "",

@@ -24,6 +24,7 @@ from .levels import (
     epe_gain_shares,
     level_corrections,
     level_end_point_errors,
+    oracle_level_fields,
     reachable_end_point_errors,
 )
 from .paired import paired_bootstrap
@@ -55,6 +56,7 @@ __all__ = [
     "LevelEPEMetric",
     "epe_gain_shares",
     "level_corrections",
+    "oracle_level_fields",
     "level_end_point_errors",
     "reachable_end_point_errors",
     "backbone_blocks",

@@ -18,6 +18,11 @@ left after the coarser levels is to remove ``clamp(e, -reach, reach)`` per axis 
 the small-displacement view of composing them), leaving ``r* = sum |e - clamp(e)|_2 / sum |ddf_true|_2``; their share
 could then be at most ``(r_{L-n-1} - r*) / (1 - r*)`` (:py:meth:`LevelEPEMetric.reach_bound`).
 
+What does the pyramid's geometry alone give each level? :py:func:`oracle_level_fields` builds the fields of a head
+whose every level matched perfectly within its reach: the true field clamped to the reach of the levels so far and
+sampled on each level's grid. Their split (:py:class:`LevelEPEMetric` on them) is the split of a perfect head on those
+pairs; for affine views (a linear field, which a coarse grid holds exactly) it leaves the finest levels almost nothing.
+
 Why a level falls short of that, :py:func:`level_corrections`: compare the correction a level applied,
 ``a_l = up(field_l) - up(field_{l-1})``, with the best one within its reach, ``c_l = clamp(ddf_true -
 up(field_{l-1}), -R * s_l, R * s_l)`` (``s_l`` its voxel size in full-resolution voxels), over the overlap:
@@ -32,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.metrics import CumulativeIterationMetric
 
 from monai_cover.metrics.ddf import _check_target, _on_grid, _plain, _weighted
@@ -40,6 +46,7 @@ __all__ = [
     "level_end_point_errors",
     "reachable_end_point_errors",
     "level_corrections",
+    "oracle_level_fields",
     "epe_gain_shares",
     "LevelEPEMetric",
 ]
@@ -144,6 +151,50 @@ def level_corrections(
                  (best * best).sum(1, keepdim=True)]
         sums.append(torch.cat([_weighted(t, overlap)[0] for t in terms], dim=1))
     return torch.stack(sums, dim=1)
+
+
+def oracle_level_fields(
+    ddf: torch.Tensor, level_shapes: Sequence[Sequence[int]], radius: int = 2
+) -> list[torch.Tensor]:
+    """The cumulative fields of a head of ``radius`` whose every level found its match exactly: after level ``l``, the
+    true field clamped per axis to the reach of levels ``0..l`` (``radius`` times the sum of their voxel sizes, in
+    full-resolution voxels) and sampled on level ``l``'s grid (linear, corners aligned, as the head upsamples).
+
+    Fed to :py:class:`LevelEPEMetric` (``{"fields": ...}``) they give the split of the EPE gain that the pyramid's
+    geometry alone assigns to each level on these pairs: a level's share there comes from what the coarser grids
+    cannot hold (their reach, the field's fine detail), not from learning.
+
+    Args:
+        ddf: the true field ``(B, d, *S)`` in full-resolution voxels.
+        level_shapes: the levels' spatial shapes, coarse to fine, each at most ``S`` per axis (e.g. the shapes of
+            ``CoverNet(..., return_fields=True)``'s ``"fields"``).
+        radius: the head's search radius (level voxels per axis).
+
+    Returns:
+        One ``(B, d, *S_l)`` field per level, in level ``l``'s voxels.
+    """
+    true = _plain(ddf)
+    if true.ndim < 4 or true.shape[1] != true.ndim - 2:
+        raise ValueError(f"oracle_level_fields: ddf must be (B, spatial_dims, *S), got {tuple(true.shape)}.")
+    if int(radius) < 1:
+        raise ValueError(f"oracle_level_fields: radius must be >= 1, got {radius!r}.")
+    full = [int(n) for n in true.shape[2:]]
+    shapes = [[int(s) for s in shape] for shape in level_shapes]
+    if not shapes or any(len(s) != len(full) or min(s) < 2 or any(a > n for a, n in zip(s, full)) for s in shapes):
+        raise ValueError(f"oracle_level_fields: level_shapes must be a non-empty list of {len(full)}-d shapes of at "
+                         f"least 2 and at most {tuple(full)} voxels per axis, coarse to fine, got {level_shapes}.")
+    fields, reach = [], torch.zeros(len(full), dtype=true.dtype, device=true.device)
+    for shape in shapes:
+        voxel = torch.tensor([n / s for n, s in zip(full, shape)], dtype=true.dtype, device=true.device)
+        reach = reach + int(radius) * voxel
+        bound = reach.view(1, -1, *([1] * len(full)))
+        clamped = true.clamp(-bound, bound)
+        if shape == full:
+            fields.append(clamped)
+            continue
+        mode = "bilinear" if len(full) == 2 else "trilinear"
+        fields.append(F.interpolate(clamped / voxel.view_as(bound), size=tuple(shape), mode=mode, align_corners=True))
+    return fields
 
 
 def epe_gain_shares(ratios: Sequence[float] | torch.Tensor) -> torch.Tensor:

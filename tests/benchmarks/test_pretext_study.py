@@ -40,6 +40,10 @@ def test_two_configs_two_steps(tmp_path):
                 assert 0 <= point["reach_bound_in_window"] <= point["reach_bound"]
                 assert len(point["correction_cosine"]) == len(point["correction_scale"]) == run["levels"] - 1
                 assert all(-1 <= c <= 1 for c in point["correction_cosine"])
+            # a perfect head's split: one share per level, summing to 1, a property of the pairs, not of training
+            assert len(point["oracle_gain_share"]) == run["levels"]
+            assert math.isclose(sum(point["oracle_gain_share"]), 1.0, abs_tol=1e-9)
+            assert point["oracle_gain_share"] == run["curve"][0]["oracle_gain_share"]
         assert len(run["losses"]) == 2 and all(math.isfinite(v) for v in run["losses"])
     table = (out / "report.md").read_text(encoding="utf-8")
     assert "| paper | 5 |" in table and "| default | 4 |" in table

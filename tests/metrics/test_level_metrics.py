@@ -14,6 +14,7 @@ from monai_cover.metrics import (
     epe_gain_shares,
     level_corrections,
     level_end_point_errors,
+    oracle_level_fields,
     reachable_end_point_errors,
 )
 from monai_cover.networks import CoverHead
@@ -154,3 +155,50 @@ def test_level_corrections_against_the_best_within_reach():
         level_corrections(fields[:1], target)
     with pytest.raises(ValueError, match="radius"):
         level_corrections(fields, target, radius=0)
+
+
+def test_oracle_fields_of_an_affine_field_leave_the_fine_levels_nothing():
+    """A linear field within the coarsest level's reach is held exactly by the coarsest grid (corners aligned), so a
+    perfect head's first level carries the whole gain and the others none."""
+    grid = torch.stack(torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij"))
+    true = (0.1 * (grid - 15.5) + torch.tensor([1.0, -0.5]).view(2, 1, 1))[None]  # 10 % scale + shift, |u| <= 2.1 px
+    target = {"ddf": true, "overlap": torch.ones(1, 1, 32, 32)}
+    fields = oracle_level_fields(true, [(8, 8), (16, 16), (32, 32)], radius=2)
+    assert [tuple(f.shape) for f in fields] == [(1, 2, 8, 8), (1, 2, 16, 16), (1, 2, 32, 32)]
+    metric = LevelEPEMetric()
+    metric({"fields": fields}, target)
+    torch.testing.assert_close(metric.aggregate(), torch.zeros(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fields[0][0, :, 0, 0], true[0, :, 0, 0] / 4)  # in the 8x8 level's voxels
+
+
+def test_oracle_fields_follow_the_reach_of_the_levels_so_far():
+    """A shift of (20, -6) px on 96x96 and a radius-2 head at 1/8, 1/4, 1/2, 1/1: the levels reach 16, 24, 28 and 30 px
+    per axis in turn, so after the coarsest level (16, -6) is held (EPE 4 of |(20, -6)|) and the 1/4 level holds all
+    of it: shares (1 - r0, r0, 0, 0)."""
+    shift = torch.tensor([20.0, -6.0])
+    true = shift.view(1, 2, 1, 1).expand(2, 2, 96, 96).clone()
+    target = {"ddf": true, "overlap": torch.ones(2, 1, 96, 96)}
+    fields = oracle_level_fields(true, [(12, 12), (24, 24), (48, 48), (96, 96)], radius=2)
+    torch.testing.assert_close(fields[0][:, :, 3, 5], torch.tensor([[2.0, -0.75]] * 2))  # (16, -6) / 8
+    metric = LevelEPEMetric()
+    metric({"fields": fields}, target)
+    r0 = 4.0 / float(shift.norm())
+    torch.testing.assert_close(metric.aggregate(), torch.tensor([r0, 0, 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(metric.gain_shares(), torch.tensor([1 - r0, r0, 0, 0], dtype=torch.float64))
+    # radius 1: reaches 8, 12, 14, 15 px; the finest levels now carry part of the shift (14 -> 15 px on axis 0)
+    metric = LevelEPEMetric()
+    metric({"fields": oracle_level_fields(true, [(12, 12), (24, 24), (48, 48), (96, 96)], radius=1)}, target)
+    expected = torch.tensor([(12.0 ** 2 + 0.0) ** 0.5, 8.0, 6.0, 5.0], dtype=torch.float64) / float(shift.norm())
+    torch.testing.assert_close(metric.aggregate(), expected)
+
+
+def test_oracle_fields_errors():
+    true = torch.zeros(1, 2, 16, 16)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        oracle_level_fields(torch.zeros(1, 3, 16, 16), [(8, 8)])
+    with pytest.raises(ValueError, match="radius"):
+        oracle_level_fields(true, [(8, 8)], radius=0)
+    with pytest.raises(ValueError, match="level_shapes"):
+        oracle_level_fields(true, [(32, 32)])
+    with pytest.raises(ValueError, match="level_shapes"):
+        oracle_level_fields(true, [])
