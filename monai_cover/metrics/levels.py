@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.metrics import CumulativeIterationMetric
 
+from monai_cover.ddf import upsample_ddf
 from monai_cover.metrics.ddf import _check_target, _on_grid, _plain, _weighted
 
 __all__ = [
@@ -185,15 +185,10 @@ def oracle_level_fields(
                          f"least 2 and at most {tuple(full)} voxels per axis, coarse to fine, got {level_shapes}.")
     fields, reach = [], torch.zeros(len(full), dtype=true.dtype, device=true.device)
     for shape in shapes:
-        voxel = torch.tensor([n / s for n, s in zip(full, shape)], dtype=true.dtype, device=true.device)
-        reach = reach + int(radius) * voxel
+        reach = reach + int(radius) * torch.tensor([n / s for n, s in zip(full, shape)], dtype=true.dtype,
+                                                   device=true.device)
         bound = reach.view(1, -1, *([1] * len(full)))
-        clamped = true.clamp(-bound, bound)
-        if shape == full:
-            fields.append(clamped)
-            continue
-        mode = "bilinear" if len(full) == 2 else "trilinear"
-        fields.append(F.interpolate(clamped / voxel.view_as(bound), size=tuple(shape), mode=mode, align_corners=True))
+        fields.append(upsample_ddf(true.clamp(-bound, bound), shape, scale=None))  # to the level's grid and voxels
     return fields
 
 
