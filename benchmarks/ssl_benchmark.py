@@ -105,6 +105,10 @@ VARIANTS["cover_teacher_forced_offsets"] = {"net": {"teacher_forced_levels": 2, 
                                             "loss": {"residual_weight": 1.0}}
 VARIANTS["cover_teacher_forced_wide"] = {"net": {"teacher_forced_levels": 2, "max_residual": 2.0},
                                          "loss": {"residual_weight": 1.0}}
+#: the paper's preferred 7x7(x7) neighbourhood at every level (radius 3), with the teacher forcing of the bundles;
+#: the views keep the radius-2 bound, so the pairs are the other methods'
+VARIANTS["cover_teacher_forced_radius3"] = {"net": {"teacher_forced_levels": 2, "radius": 3},
+                                            "loss": {"residual_weight": 1.0}}
 #: both displacement signals for the fine levels at once
 VARIANTS["cover_deep_sup_teacher_forced"] = {
     "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},

@@ -249,7 +249,7 @@ class TestMethodsAndWeights(unittest.TestCase):
         own_terms = {"cover_hybrid": ("infonce",), "cover_deep_sup": ("levels",), "cover_projector": ("consistency",),
                      "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual"),
                      "cover_paper": (), "cover_teacher_forced_offsets": ("residual",),
-                     "cover_teacher_forced_wide": ("residual",)}
+                     "cover_teacher_forced_wide": ("residual",), "cover_teacher_forced_radius3": ("residual",)}
         self.assertEqual(set(own_terms), set(ssl.VARIANTS))
         image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
         for name, own in own_terms.items():
@@ -263,6 +263,10 @@ class TestMethodsAndWeights(unittest.TestCase):
             terms = m.loss.terms(pred, targets)
             if name == "cover_projector":  # L_con reads the projected features, (B, 32, *S)
                 self.assertEqual(tuple(pred["projected_a"].shape), (2, 32, 32, 32, 32))
+            if name == "cover_teacher_forced_radius3":  # a 7x7x7 neighbourhood; the views keep the radius-2 bound
+                self.assertEqual(m.network.head.radius, 3)
+                bound = ssl.pair_kwargs(SMOKE, ssl.cover_levels(SMOKE))["max_displacement"]
+                self.assertEqual(m.transform.pair.max_displacement, bound)
             if name == "cover_teacher_forced_offsets":  # the fine levels' attention over 125 offsets, (B, 1, 125, *S)
                 self.assertEqual(tuple(pred["residuals"][-1].shape), (2, 1, 125, 32, 32, 32))
             self.assertTrue(set(own) <= set(terms), (name, sorted(terms)))
