@@ -173,7 +173,9 @@ OVERRIDES = {"ks": (int, "+", "labelled patch counts k"), "seeds": (int, "+", "s
              "workers": (int, None, "DataLoader workers for the pretext transforms"),
              "probe_seeds": (int, None, "frozen-feature probes (ssl_probes.py) with N probe seeds; 0/unset: none"),
              "cover_levels": (int, None, "COVER head on the N finest pyramid levels (default: levels_for_size(crop), "
-                              "3 for 32^3; capture range 2*(2^N-1) voxels)")}
+                              "3 for 32^3; capture range 2*(2^N-1) voxels)"),
+             "features": (int, "+", "BasicUNet features, 6 channel counts (the last: the decoder's finest level, the "
+                          "features the probes read; e.g. 16 16 32 64 128 16 for a wider 3D track)")}
 
 
 # ============================================================================================== main
@@ -206,9 +208,12 @@ def make_config(args: argparse.Namespace, profile: str | None = None) -> dict:
     profile = profile or args.profile
     cfg = copy.deepcopy(PROFILES[profile])
     cfg.update({k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
+    features = tuple(cfg["features"])
+    if len(features) != 6 or min(features) < 1:
+        raise ValueError(f"--features: BasicUNet takes 6 positive channel counts, got {list(features)}.")
     cfg.update(profile=profile, device=args.device, amp=bool(args.amp),
                methods=list(args.methods or cfg["methods"]), pair_kwargs=args.pair_kwargs,
-               ks=[int(k) for k in cfg["ks"]], seeds=[int(s) for s in cfg["seeds"]],
+               ks=[int(k) for k in cfg["ks"]], seeds=[int(s) for s in cfg["seeds"]], features=features,
                pretrain_per_seed=cfg["pretrain_per_seed"] and not args.pretrain_once)
     return cfg
 

@@ -53,6 +53,19 @@ class TestConfig(unittest.TestCase):
         with self.assertRaises(SystemExit):
             ssl.parse_args(["--smoke", "--full", "--out", "x"])
 
+    def test_features_override_widens_the_backbone(self):
+        cfg = ssl.make_config(ssl.parse_args(["--smoke", "--out", "x", "--features", "4", "4", "8", "8", "16", "6"]))
+        self.assertEqual(cfg["features"], (4, 4, 8, 8, 16, 6))
+        self.assertEqual(ssl.make_config(ssl.parse_args(["--medium-3d", "--out", "x"]))["features"],
+                         (8, 8, 16, 32, 64, 8))  # unchanged without the option
+        net = ssl.build("cover", {**SMOKE, "features": cfg["features"]})[1].network
+        with torch.no_grad():
+            levels = net.backbone(torch.zeros(1, 1, 32, 32, 32))
+        self.assertEqual(levels[-1].shape[1], 6)  # the finest level the probes read has the new width
+        for bad in (["4", "4", "8"], ["4", "4", "8", "8", "16", "0"]):
+            with self.assertRaisesRegex(ValueError, r"--features: BasicUNet takes 6 positive channel counts"):
+                ssl.make_config(ssl.parse_args(["--smoke", "--out", "x", "--features", *bad]))
+
     def test_medium_suite(self):
         args = ssl.parse_args(["--medium", "--out", "x"])
         self.assertEqual(args.profile, "medium")
