@@ -262,7 +262,8 @@ class TestMethodsAndWeights(unittest.TestCase):
         own_terms = {"cover_hybrid": ("infonce",), "cover_deep_sup": ("levels",), "cover_projector": ("consistency",),
                      "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual"),
                      "cover_paper": (), "cover_teacher_forced_offsets": ("residual",),
-                     "cover_teacher_forced_wide": ("residual",), "cover_teacher_forced_radius3": ("residual",)}
+                     "cover_teacher_forced_wide": ("residual",), "cover_teacher_forced_radius3": ("residual",),
+                     "cover_teacher_forced_infonce": ("residual", "infonce")}
         self.assertEqual(set(own_terms), set(ssl.VARIANTS))
         image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
         for name, own in own_terms.items():
