@@ -148,3 +148,35 @@ def test_teacher_forced_residuals_are_on_by_default_and_one_override_turns_them_
     assert off.get_parsed_content("cover_prepare_batch").network_ddf is False
     # a head of one level keeps it for the field: nothing to teacher-force
     assert _parser(patch_size=[16, 16, 16], head_levels=1).get_parsed_content("teacher_forced_levels") == 0
+
+
+def test_infonce_beside_the_objective_is_one_documented_override():
+    """``--cover_loss#infonce_weight 1.0`` (the bundle README's way to trade the tissue probes for InfoNCE's matching)
+    passes the strict override check, keeps teacher forcing, and adds a finite InfoNCE term whose gradient reaches the
+    backbone's finest block."""
+    import torch
+
+    from monai_cover.bundle import check_overrides
+
+    argv = ["/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(CONFIG),
+            "--bundle_root", str(PRETRAIN), "--cover_loss#infonce_weight", "1.0"]
+    checks = json.loads(CONFIG.read_text(encoding="utf-8"))["override_checks"]
+    assert check_overrides(checks, argv=argv)["cover_loss#infonce_weight"] == 1.0
+    parser = _parser(patch_size=[32, 32, 32], **{"cover_loss#infonce_weight": 1.0})
+    net, loss = parser.get_parsed_content("cover_net"), parser.get_parsed_content("cover_loss")
+    assert (loss.infonce_weight, loss.residual_weight, loss.consistency_weight) == (1.0, 1.0, 1.0)
+    torch.manual_seed(0)
+    image = torch.randn(1, 1, 32, 32, 32)
+    batch = {"view_a": image, "view_b": image.clone(), "ddf": torch.zeros(1, 3, 32, 32, 32),
+             "overlap": torch.ones(1, 1, 32, 32, 32)}
+    inputs, targets, args, kwargs = parser.get_parsed_content("cover_prepare_batch")(batch)
+    out = net(inputs, *args, **kwargs)
+    terms = loss.terms(out, targets)
+    assert {"vector", "consistency", "spread", "residual", "infonce"} <= set(terms)
+    assert torch.isfinite(terms["infonce"]) and terms["infonce"] > 0
+    net.zero_grad()
+    terms["infonce"].backward()
+    unet = parser.get_parsed_content("network_def")  # the BasicUNet the COVER net wraps (same instance)
+    assert any(p is q for p in unet.parameters() for q in net.parameters())
+    finest = [p.grad for p in unet.upcat_1.parameters() if p.grad is not None]
+    assert finest and sum(g.abs().sum().item() for g in finest) > 0
