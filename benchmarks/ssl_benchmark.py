@@ -111,9 +111,9 @@ VARIANTS["cover_teacher_forced_radius3"] = {"net": {"teacher_forced_levels": 2, 
                                             "loss": {"residual_weight": 1.0}}
 #: the bundles' objective with the hybrid's negatives added, not swapped in: voxel InfoNCE on the finest level next to
 #: L_con and the spread term (is the gap to InfoNCE's matching the missing negatives?)
-VARIANTS["cover_teacher_forced_infonce"] = {"net": {"teacher_forced_levels": 2},
-                                            "loss": {"residual_weight": 1.0, "infonce_weight": 1.0,
-                                                     "infonce_kwargs": {"num_samples": 512}}}
+VARIANTS["cover_teacher_forced_infonce"] = {
+    "net": {**VARIANTS["cover_teacher_forced"]["net"]},
+    "loss": {**VARIANTS["cover_teacher_forced"]["loss"], "infonce_weight": 1.0, "infonce_kwargs": {"num_samples": 512}}}
 #: both displacement signals for the fine levels at once
 VARIANTS["cover_deep_sup_teacher_forced"] = {
     "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},
