@@ -114,6 +114,12 @@ VARIANTS["cover_teacher_forced_radius3"] = {"net": {"teacher_forced_levels": 2, 
 VARIANTS["cover_teacher_forced_infonce"] = {
     "net": {**VARIANTS["cover_teacher_forced"]["net"]},
     "loss": {**VARIANTS["cover_teacher_forced"]["loss"], "infonce_weight": 1.0, "infonce_kwargs": {"num_samples": 512}}}
+#: the bundles' objective with 4 heads of 8 on every level: the reference's single 8-wide head on the two finest levels
+#: reads an 8-dimensional projection of the backbone's features (a quarter of the bundles' 32 channels), so the
+#: displacement signal shapes only that subspace of what a segmenter reads
+VARIANTS["cover_teacher_forced_heads4"] = {
+    "net": {**VARIANTS["cover_teacher_forced"]["net"], "num_heads": 4},
+    "loss": {**VARIANTS["cover_teacher_forced"]["loss"]}}
 #: both displacement signals for the fine levels at once
 VARIANTS["cover_deep_sup_teacher_forced"] = {
     "net": {**VARIANTS["cover_deep_sup"]["net"], **VARIANTS["cover_teacher_forced"]["net"]},

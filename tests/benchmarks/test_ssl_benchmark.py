@@ -263,7 +263,8 @@ class TestMethodsAndWeights(unittest.TestCase):
                      "cover_teacher_forced": ("residual",), "cover_deep_sup_teacher_forced": ("levels", "residual"),
                      "cover_paper": (), "cover_teacher_forced_offsets": ("residual",),
                      "cover_teacher_forced_wide": ("residual",), "cover_teacher_forced_radius3": ("residual",),
-                     "cover_teacher_forced_infonce": ("residual", "infonce")}
+                     "cover_teacher_forced_infonce": ("residual", "infonce"),
+                     "cover_teacher_forced_heads4": ("residual",)}
         self.assertEqual(set(own_terms), set(ssl.VARIANTS))
         image = torch.rand(1, 40, 40, 40, generator=torch.Generator().manual_seed(0))
         for name, own in own_terms.items():
@@ -281,6 +282,9 @@ class TestMethodsAndWeights(unittest.TestCase):
                 self.assertEqual(m.network.head.radius, 3)
                 bound = ssl.pair_kwargs(SMOKE, ssl.cover_levels(SMOKE))["max_displacement"]
                 self.assertEqual(m.transform.pair.max_displacement, bound)
+            if name == "cover_teacher_forced_heads4":  # the finest level reads 4 x 8 channels, not 1 x 8
+                self.assertEqual(set(m.network.head.num_heads), {4})
+                self.assertEqual(m.network.head.projections[-1].out_channels, 32)
             if name == "cover_teacher_forced_offsets":  # the fine levels' attention over 125 offsets, (B, 1, 125, *S)
                 self.assertEqual(tuple(pred["residuals"][-1].shape), (2, 1, 125, 32, 32, 32))
             self.assertTrue(set(own) <= set(terms), (name, sorted(terms)))

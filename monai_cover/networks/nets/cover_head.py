@@ -103,7 +103,11 @@ class CoverHead(nn.Module):
             of levels ``L = len(in_channels) >= 1``.
         head_dim: channels per head, one int or one per level (reference 8).
         num_heads: heads per level, one int or a sequence of length ``L``; ``None`` (default) is the reference
-            ``(4, 4, 4, 1, 1)`` for five levels (see :py:func:`default_num_heads` for other ``L``).
+            ``(4, 4, 4, 1, 1)`` for five levels (see :py:func:`default_num_heads` for other ``L``). The
+            displacement's gradient reaches a level's backbone features only through ``P_l``, so it shapes at most
+            ``head_dim[l] * num_heads[l]`` of their channels: with the reference, 8 of the finest level's 32 in a
+            ``BasicUNet(features=(32, ..., 32))``; ``num_heads=4`` covers all 32 (measured in
+            ``benchmarks/results/ssl_variants_2026-12-06``, variant ``cover_teacher_forced_heads4``).
         radius: neighbourhood radius ``r`` of the mixture of vectors (``(2r+1)^d`` offsets). Default 2 (the
             reference code); the paper's ablation prefers 3 (a 7x7 neighbourhood). Wider reach, more cost.
         norm: normalisation of the projections (default the reference one-group GroupNorm).

@@ -121,3 +121,20 @@ def test_teacher_forced_through_the_net_and_prepare_batch():
 def test_option_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CoverHead(2, (8, 8, 8), **kwargs)
+
+
+@pytest.mark.parametrize("num_heads, rank", [(None, 8), (2, 16)])
+def test_displacement_gradient_spans_only_the_finest_projection(num_heads, rank):
+    """The finest backbone features reach the displacement only through the finest level's 1x1 projection, so its
+    gradient there lies in that projection's row space: 8 of 16 channels with the reference's single 8-wide head,
+    all 16 with two heads (``num_heads``), which is why the bundles' variant study measures wider fine heads."""
+    torch.manual_seed(0)
+    head = CoverHead(2, (16, 16), num_heads=num_heads)
+    g = torch.Generator().manual_seed(1)
+    coarse_a, coarse_b = (torch.randn(1, 16, 8, 8, generator=g) for _ in range(2))
+    fine_a, fine_b = (torch.randn(1, 16, 16, 16, generator=g).requires_grad_() for _ in range(2))
+    ddf = head([coarse_a, fine_a], [coarse_b, fine_b])
+    (ddf * torch.randn(ddf.shape, generator=g)).sum().backward()
+    for grad in (fine_a.grad, fine_b.grad):
+        singular = torch.linalg.svdvals(grad.reshape(16, -1).double())
+        assert int((singular > 1e-6 * singular[0]).sum()) == rank
