@@ -180,3 +180,22 @@ def test_infonce_beside_the_objective_is_one_documented_override():
     assert any(p is q for p in unet.parameters() for q in net.parameters())
     finest = [p.grad for p in unet.upcat_1.parameters() if p.grad is not None]
     assert finest and sum(g.abs().sum().item() for g in finest) > 0
+
+
+def test_wider_fine_heads_are_one_documented_override():
+    """``--cover_net#num_heads 4`` (the bundle README's way to let the displacement reach every finest channel)
+    passes the strict override check and gives 4 heads of 8 on every level, the finest projection 32 -> 32, with
+    teacher forcing kept."""
+    from monai_cover.bundle import check_overrides
+
+    argv = ["/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(CONFIG),
+            "--bundle_root", str(PRETRAIN), "--cover_net#num_heads", "4"]
+    checks = json.loads(CONFIG.read_text(encoding="utf-8"))["override_checks"]
+    assert check_overrides(checks, argv=argv)["cover_net#num_heads"] == 4
+    features = json.loads(CONFIG.read_text(encoding="utf-8"))["features"]  # the bundle's own width, 32 at the finest
+    net = _parser(patch_size=[32, 32, 32], features=features, **{"cover_net#num_heads": 4}).get_parsed_content(
+        "cover_net")
+    assert set(net.head.num_heads) == {4} and net.head.teacher_forced_levels == 2
+    assert (net.head.projections[-1].in_channels, net.head.projections[-1].out_channels) == (32, 32)
+    default = _parser(patch_size=[32, 32, 32], features=features).get_parsed_content("cover_net")
+    assert default.head.num_heads[-1] == 1 and default.head.projections[-1].out_channels == 8
