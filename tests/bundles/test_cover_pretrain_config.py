@@ -38,6 +38,16 @@ def _bounds(parser) -> tuple[float, float, float]:
     )
 
 
+def _strictly_checked(key: str, value: str):
+    """The value the bundle's strict override check gives ``--key value`` on the real command line."""
+    from monai_cover.bundle import check_overrides
+
+    argv = ["/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(CONFIG),
+            "--bundle_root", str(PRETRAIN), f"--{key}", value]
+    checks = json.loads(CONFIG.read_text(encoding="utf-8"))["override_checks"]
+    return check_overrides(checks, argv=argv)[key]
+
+
 def _widths(head) -> list[int]:
     """Output widths of the linear layers of a projection head."""
     return [m.out_features for m in head.mlp if hasattr(m, "out_features")]
@@ -156,12 +166,7 @@ def test_infonce_beside_the_objective_is_one_documented_override():
     backbone's finest block."""
     import torch
 
-    from monai_cover.bundle import check_overrides
-
-    argv = ["/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(CONFIG),
-            "--bundle_root", str(PRETRAIN), "--cover_loss#infonce_weight", "1.0"]
-    checks = json.loads(CONFIG.read_text(encoding="utf-8"))["override_checks"]
-    assert check_overrides(checks, argv=argv)["cover_loss#infonce_weight"] == 1.0
+    assert _strictly_checked("cover_loss#infonce_weight", "1.0") == 1.0
     parser = _parser(patch_size=[32, 32, 32], **{"cover_loss#infonce_weight": 1.0})
     net, loss = parser.get_parsed_content("cover_net"), parser.get_parsed_content("cover_loss")
     assert (loss.infonce_weight, loss.residual_weight, loss.consistency_weight) == (1.0, 1.0, 1.0)
@@ -186,12 +191,7 @@ def test_wider_fine_heads_are_one_documented_override():
     """``--cover_net#num_heads 4`` (the bundle README's way to let the displacement reach every finest channel)
     passes the strict override check and gives 4 heads of 8 on every level, the finest projection 32 -> 32, with
     teacher forcing kept."""
-    from monai_cover.bundle import check_overrides
-
-    argv = ["/site-packages/monai/bundle/__main__.py", "run", "--config_file", str(CONFIG),
-            "--bundle_root", str(PRETRAIN), "--cover_net#num_heads", "4"]
-    checks = json.loads(CONFIG.read_text(encoding="utf-8"))["override_checks"]
-    assert check_overrides(checks, argv=argv)["cover_net#num_heads"] == 4
+    assert _strictly_checked("cover_net#num_heads", "4") == 4
     features = json.loads(CONFIG.read_text(encoding="utf-8"))["features"]  # the bundle's own width, 32 at the finest
     net = _parser(patch_size=[32, 32, 32], features=features, **{"cover_net#num_heads": 4}).get_parsed_content(
         "cover_net")
